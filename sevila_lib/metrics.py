@@ -1,0 +1,364 @@
+"""Evaluation metrics: QA accuracy in the paper's table layouts, voting/oracle, keyframe quality, moment retrieval.
+
+Spec: /work/shared/reference/sevila-official.md
+- §3.4 (official `lavis/tasks/vqa.py`): overall and per-type accuracy, the STAR unweighted-mean special case, the
+  NExT-QA Tem/Cau/Des grouping (not in the official code), FrameQA oracle, majority voting (not in the code).
+- §2.6 and paper appendix: QVHighlights span merging with a "span threshold" of 6 frames (not in the code).
+- §4: the paper's tables these functions reproduce (Tables 1-3, 5-9 accuracy; Table 4 R1/mAP; Table 9 oracle).
+
+Two table shapes are used throughout:
+
+- a **predictions table**: one row per question (per variant) with `question_id`, `question_type`, `dataset`,
+  `prediction` (int), `answer` (int), and optionally `selected_frames` / `relevant_frames` (lists of frame indices);
+- a **per-frame table**: one row per (question, frame) with `question_id`, `frame_index`, `prediction`, `answer`
+  (the official `FrameQA` records, BLIP-2 answering from one frame at a time).
+
+Units: `accuracy`, `accuracy_by_type`, the frame-level and keyframe metrics, R1 and mAP return fractions in [0, 1]
+(like the official `agg_metrics`); the table layouts `nextqa_groups`, `star_summary`, `summarize` return percentages
+like the paper's tables.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+Span = tuple[float, float]  # (start, end) in seconds
+ScoredSpan = tuple[float, float, float]  # (start, end, score)
+
+NEXTQA_GROUPS = {"T": "nextqa_tem", "C": "nextqa_cau", "D": "nextqa_des"}
+STAR_TYPES = {"int": "star_int", "seq": "star_seq", "pre": "star_pre", "fea": "star_fea"}
+WORLD_FAMILIES = ("descriptive", "temporal", "causal", "counting")
+QVH_IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.5:0.05:0.95
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Multiple-choice accuracy (spec §3.4, `VideoQA` task)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _correct(df: pd.DataFrame) -> pd.Series:
+    return df["prediction"].astype(int) == df["answer"].astype(int)
+
+
+def accuracy(df: pd.DataFrame) -> float:
+    """Fraction of rows whose `prediction` equals `answer` (the official `agg_metrics`, spec §3.4); NaN if empty."""
+    return float(_correct(df).mean()) if len(df) else float("nan")
+
+
+def accuracy_by_type(df: pd.DataFrame) -> pd.Series:
+    """Accuracy (fraction) per `question_type`, sorted by type (the official per-type keys, spec §3.4)."""
+    return _correct(df).groupby(df["question_type"]).mean().sort_index().rename("accuracy")
+
+
+def nextqa_groups(df: pd.DataFrame) -> pd.Series:
+    """NExT-QA Tem/Cau/Des/Avg in percent, as in the paper's tables (spec §3.4; not computed by the official code).
+
+    The 8 fine types (CW, CH, TN, TC, TP, DL, DC, DO) are grouped by their first letter. `nextqa_avg` is the overall
+    accuracy over all questions, NOT the mean of the three groups: 69.4/74.2/81.3 weighted by 1612/2607/777
+    questions gives the paper's 73.8. A group with no questions is NaN.
+    """
+    group = df["question_type"].astype(str).str[0].str.upper()
+    out = {name: 100 * accuracy(df[group == letter]) for letter, name in NEXTQA_GROUPS.items()}
+    out["nextqa_avg"] = 100 * accuracy(df)
+    return pd.Series(out, dtype=float)
+
+
+def star_summary(df: pd.DataFrame) -> pd.Series:
+    """STAR Int/Seq/Pre/Fea and Avg in percent (spec §3.4, the official STAR special case).
+
+    Types are matched by their first three letters ("Interaction" -> `star_int`). When all four types are present,
+    `star_avg` is the UNWEIGHTED mean of the four type accuracies, as the official `_report_metrics` does (the
+    paper's 64.9 = mean(63.7, 70.4, 63.1, 62.4)). Otherwise the official code keeps the overall accuracy, and so do we.
+    """
+    kind = df["question_type"].astype(str).str[:3].str.lower()
+    out = {name: 100 * accuracy(df[kind == key]) for key, name in STAR_TYPES.items()}
+    types = [out[name] for name in STAR_TYPES.values()]
+    out["star_avg"] = float(np.mean(types)) if not np.isnan(types).any() else 100 * accuracy(df)
+    return pd.Series(out, dtype=float)
+
+
+def world_summary(df: pd.DataFrame) -> pd.Series:
+    """Per-family accuracy (percent) on the mini world, plus `world_avg` = overall accuracy."""
+    out = {f"world_{fam}": 100 * accuracy(df[df["question_type"] == fam]) for fam in WORLD_FAMILIES}
+    out["world_avg"] = 100 * accuracy(df)
+    return pd.Series(out, dtype=float)
+
+
+def summarize(df: pd.DataFrame) -> pd.Series:
+    """One row of percentages in the paper's column names, laid out per `dataset` (spec §3.4, §4 Table 1).
+
+    nextqa -> `nextqa_tem/cau/des/avg` (`nextqa_groups`); star -> `star_int/seq/pre/fea/avg` (`star_summary`);
+    world -> `world_<family>`, `world_avg`; any other dataset (how2qa, tvqa, vlep, ...) -> one column named after it
+    holding the overall accuracy. A table mixing datasets gives the columns of each, in order of appearance.
+    """
+    parts = []
+    for name, part in df.groupby("dataset", sort=False):
+        if name == "nextqa":
+            parts.append(nextqa_groups(part))
+        elif name == "star":
+            parts.append(star_summary(part))
+        elif name == "world":
+            parts.append(world_summary(part))
+        else:
+            parts.append(pd.Series({str(name): 100 * accuracy(part)}, dtype=float))
+    return pd.concat(parts) if parts else pd.Series(dtype=float)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Single-frame answering: voting and oracle (spec §3.4 `FrameQA`; paper Table 9)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def per_frame_accuracy(per_frame: pd.DataFrame) -> float:
+    """Accuracy over all (question, frame) rows: the official FrameQA `avg_acc` (spec §3.4), as a fraction."""
+    return accuracy(per_frame)
+
+
+def oracle_accuracy(per_frame: pd.DataFrame) -> float:
+    """Fraction of questions where at least one frame answers correctly: FrameQA `agg_metrics`, Table 9's brackets."""
+    return float(_correct(per_frame).groupby(per_frame["question_id"]).any().mean())
+
+
+def vote(per_frame: pd.DataFrame) -> pd.DataFrame:
+    """Majority vote over frames per question: BLIP-2^voting (paper Tables 1, 2, 9; not in the official code).
+
+    Tie rule: among the options with the most votes, the LOWEST option index wins. This depends only on the vote
+    counts, never on row order. Returns one row per question (sorted by `question_id`) with `prediction`, `answer`,
+    `num_votes` (votes for the winner) and `num_frames`, plus `question_type`/`dataset` when present, so the result
+    feeds straight into `accuracy` or `summarize`.
+    """
+    counts = per_frame.groupby(["question_id", "prediction"]).size().rename("num_votes").reset_index()
+    counts = counts.sort_values(["question_id", "num_votes", "prediction"], ascending=[True, False, True])
+    winners = counts.drop_duplicates("question_id").set_index("question_id")
+    first = per_frame.groupby("question_id").first()
+    keep = [c for c in ("answer", "question_type", "dataset") if c in first.columns]
+    out = winners.join(first[keep]).join(per_frame.groupby("question_id").size().rename("num_frames"))
+    return out.reset_index()[["question_id", "prediction", "num_votes", "num_frames", *keep]]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Keyframe quality against known relevant frames (our addition; the world and QVHighlights know the true moments)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _as_set(frames: object) -> set[int]:
+    if frames is None or (isinstance(frames, float) and np.isnan(frames)):
+        return set()
+    return {int(i) for i in frames}  # type: ignore[union-attr]
+
+
+def _frame_sets(df: pd.DataFrame) -> list[tuple[set[int], set[int]]]:
+    """(selected, relevant) per row, skipping rows whose relevant frames are unknown or empty."""
+    if "relevant_frames" not in df.columns:
+        return []
+    pairs = [(_as_set(s), _as_set(r)) for s, r in zip(df["selected_frames"], df["relevant_frames"])]
+    return [(s, r) for s, r in pairs if r]
+
+
+def _mean(values: Iterable[float]) -> float:
+    values = list(values)
+    return float(np.mean(values)) if values else float("nan")
+
+
+def keyframe_hit_rate(df: pd.DataFrame) -> float:
+    """Fraction of questions (with known relevant frames) where at least one selected frame is relevant."""
+    return _mean(float(bool(s & r)) for s, r in _frame_sets(df))
+
+
+def keyframe_recall(df: pd.DataFrame) -> float:
+    """Mean over questions of |selected ∩ relevant| / min(k, |relevant|), with k = |selected|.
+
+    Dividing by min(k, |relevant|) instead of |relevant| makes 1.0 reachable when the moment spans more frames than
+    the k keyframes (4 keyframes inside a 10-frame moment is perfect). Questions without relevant frames are
+    skipped; a question with k = 0 scores 0. NaN when no question qualifies.
+    """
+    return _mean(len(s & r) / min(len(s), len(r)) if s else 0.0 for s, r in _frame_sets(df))
+
+
+def keyframe_precision(df: pd.DataFrame) -> float:
+    """Mean over questions of |selected ∩ relevant| / |selected| (questions with known relevant frames only)."""
+    return _mean(len(s & r) / len(s) if s else 0.0 for s, r in _frame_sets(df))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# QVHighlights moment retrieval (spec §2.6, paper appendix and Table 4; the official repo has none of this)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def merge_frame_predictions(
+    yes_flags: Sequence[bool],
+    *,
+    frame_stride_seconds: float | None = None,
+    frame_times: Sequence[float] | None = None,
+    scores: Sequence[float] | None = None,
+    max_gap: int = 6,
+    single_span: bool = False,
+) -> list[ScoredSpan]:
+    """Merge per-frame yes/no answers of the Localizer into scored, ranked spans (paper appendix, spec §2.6).
+
+    Rule: consecutive "yes" frames form a span, and a run of at most `max_gap` (paper: 6, the "span threshold")
+    consecutive "no" frames between two "yes" frames is absorbed into the span; a run of `max_gap + 1` splits it.
+    Leading and trailing "no" frames belong to no span.
+
+    Time: frame i covers [t_i, t_i + stride), with t_i = `frame_times[i]` if given, else i * stride. The stride is
+    `frame_stride_seconds` if given, else the median gap between `frame_times`, else 2 s (QVHighlights frames are
+    taken at 0.5 fps, following Moment-DETR).
+
+    Score (our choice; the paper does not say): the mean of `scores` (e.g. the per-frame yes probability) over ALL
+    frames of the span, tolerated "no" frames included, so gappy spans rank lower. Without `scores` the 0/1 flags
+    are used. Ranking: score descending, then longer span, then earlier start.
+
+    `single_span=True` follows the appendix's "integrated into a single video-level span": one span from the first
+    span's start to the last span's end, scored as the mean over all its frames. Returns [] when no frame says yes.
+    """
+    flags = np.asarray(yes_flags, dtype=bool)
+    values = np.asarray(scores, dtype=float) if scores is not None else flags.astype(float)
+    if frame_times is not None:
+        times = np.asarray(frame_times, dtype=float)
+        stride = frame_stride_seconds if frame_stride_seconds is not None else (
+            float(np.median(np.diff(times))) if len(times) > 1 else 0.0)
+    else:
+        stride = frame_stride_seconds if frame_stride_seconds is not None else 2.0
+        times = np.arange(len(flags)) * stride
+    yes = np.flatnonzero(flags)
+    if len(yes) == 0:
+        return []
+    # Split the "yes" indices wherever more than `max_gap` "no" frames separate two of them.
+    breaks = np.flatnonzero(np.diff(yes) - 1 > max_gap) + 1
+    runs = [(int(r[0]), int(r[-1])) for r in np.split(yes, breaks)]
+    if single_span:
+        runs = [(runs[0][0], runs[-1][1])]
+    spans = [(float(times[a]), float(times[b] + stride), float(values[a : b + 1].mean()), b - a) for a, b in runs]
+    spans.sort(key=lambda s: (-s[2], -s[3], s[0]))
+    return [(start, end, score) for start, end, score, _ in spans]
+
+
+def temporal_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two time spans (start, end); 0 when they do not overlap or both are empty."""
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = (a[1] - a[0]) + (b[1] - b[0]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _ranked(spans: Sequence[Sequence[float]]) -> list[Sequence[float]]:
+    """Spans best first: by score (3rd element) descending, stable; unscored spans keep their given order."""
+    if spans and all(len(s) > 2 for s in spans):
+        return sorted(spans, key=lambda s: -s[2])
+    return list(spans)
+
+
+def _pairs(preds, gts) -> list[tuple[list, list]]:
+    """Align predictions with ground truth: by key for mappings (qid -> spans), by position for sequences.
+
+    Queries without any ground-truth window are skipped (the Moment-DETR evaluator assumes at least one).
+    """
+    if isinstance(gts, Mapping):
+        pairs = [(list(preds.get(q, [])), list(g)) for q, g in gts.items()]
+    else:
+        assert len(preds) == len(gts), "one list of predicted spans per query"
+        pairs = [(list(p), list(g)) for p, g in zip(preds, gts)]
+    return [(p, g) for p, g in pairs if g]
+
+
+def recall_at_1(
+    pred_spans_per_query: Mapping[str, Sequence] | Sequence[Sequence],
+    gt_windows_per_query: Mapping[str, Sequence[Span]] | Sequence[Sequence[Span]],
+    iou: float = 0.5,
+) -> float:
+    """R1@iou: fraction of queries whose top-ranked predicted span has IoU >= `iou` with ANY ground-truth window.
+
+    As in Moment-DETR's standalone QVHighlights evaluation (compare the top-1 span with the best-matching gt window);
+    paper Table 4 reports R1@0.5 and R1@0.7. The top span is the highest-scored one when spans carry a score, else
+    the first. A query with no predicted span counts as a miss.
+    """
+    hits = []
+    for pred, gt in _pairs(pred_spans_per_query, gt_windows_per_query):
+        ranked = _ranked(pred)
+        best = max((temporal_iou(ranked[0], g) for g in gt), default=0.0) if ranked else 0.0
+        hits.append(best >= iou)
+    return _mean(map(float, hits))
+
+
+def average_precision(pred_spans: Sequence[Sequence[float]], gt_windows: Sequence[Span], iou: float) -> float:
+    """Average precision of one query's ranked spans at one IoU threshold (ActivityNet/Moment-DETR definition).
+
+    Matching: predictions are visited best first (score descending, ties in given order); each is matched to the
+    still-unmatched gt window with the highest IoU, provided that IoU >= `iou` (true positive); otherwise it is a
+    false positive. Each gt window is matched at most once, so a duplicate of an already-found moment is a false
+    positive. AP is the area under the precision-recall curve with precision made monotone (each precision replaced
+    by the maximum precision at any higher recall), the VOC "all points" interpolation; recall = TP / #gt windows.
+    """
+    ranked = _ranked(pred_spans)
+    if not ranked or not gt_windows:
+        return 0.0
+    matched = [False] * len(gt_windows)
+    tp = np.zeros(len(ranked))
+    for i, span in enumerate(ranked):
+        ious = [temporal_iou(span, g) for g in gt_windows]
+        for j in sorted(range(len(gt_windows)), key=lambda j: -ious[j]):
+            if ious[j] < iou:
+                break
+            if not matched[j]:
+                matched[j], tp[i] = True, 1.0
+                break
+    cum_tp = np.cumsum(tp)
+    precision = cum_tp / np.arange(1, len(ranked) + 1)
+    recall = cum_tp / len(gt_windows)
+    precision = np.maximum.accumulate(np.concatenate([precision, [0.0]])[::-1])[::-1][:-1]  # monotone envelope
+    recall_steps = np.diff(np.concatenate([[0.0], recall]))
+    return float(np.sum(recall_steps * precision))
+
+
+def mean_average_precision(
+    pred_spans_per_query: Mapping[str, Sequence] | Sequence[Sequence],
+    gt_windows_per_query: Mapping[str, Sequence[Span]] | Sequence[Sequence[Span]],
+    iou_thresholds: Sequence[float] = QVH_IOU_THRESHOLDS,
+    max_predictions: int | None = 10,
+) -> float:
+    """QVHighlights moment-retrieval mAP (paper Table 4), as in Moment-DETR's standalone evaluation.
+
+    For each query and each IoU threshold in 0.5:0.05:0.95, `average_precision` of its top `max_predictions`
+    ranked spans (Moment-DETR keeps 10); AP is averaged over queries per threshold, then over thresholds. Queries
+    with no gt window are skipped; a query with no predicted span has AP 0 (Moment-DETR would silently leave it
+    out; we count it, which can only lower the score). Returns a fraction. The paper does not describe its own
+    mAP procedure (spec §2.6); this is the standard one the QVHighlights benchmark uses.
+    """
+    per_threshold = []
+    for thr in iou_thresholds:
+        aps = [average_precision(_ranked(p)[:max_predictions], g, thr)
+               for p, g in _pairs(pred_spans_per_query, gt_windows_per_query)]
+        per_threshold.append(_mean(aps))
+    return _mean(per_threshold)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Uncertainty
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def bootstrap_ci(
+    df: pd.DataFrame,
+    statistic: Callable[[pd.DataFrame], float] = accuracy,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> tuple[float, float]:
+    """Percentile bootstrap (1 - alpha) confidence interval of `statistic(df)`, resampling QUESTIONS.
+
+    Question ids are drawn with replacement (all rows of a drawn question come along, so per-frame tables work
+    too); `statistic` is evaluated on each resample and the alpha/2 and 1 - alpha/2 quantiles are returned.
+    Deterministic given `seed` (numpy's default_rng). Resamples where the statistic is NaN (e.g. a STAR type drawn
+    zero times) are ignored.
+    """
+    codes, uniques = pd.factorize(df["question_id"])
+    rows_of = df.groupby(codes, sort=True).indices  # question code -> row positions
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(n_boot):
+        drawn = rng.integers(0, len(uniques), size=len(uniques))
+        rows = np.concatenate([rows_of[q] for q in drawn])
+        stats.append(statistic(df.iloc[rows]))
+    low, high = np.nanquantile(stats, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)

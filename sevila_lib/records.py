@@ -1,0 +1,26 @@
+"""The one sample record every reader produces and every loader consumes (spec §3.1)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class VideoQASample:
+    """One multiple-choice question about one video (or one moment-retrieval query, with no options).
+
+    `start`/`end` are the clip window in seconds (None = whole video). `moments` are the relevant windows in
+    seconds when known (QVHighlights, the mini world); a frame at index i is relevant if i / fps lies inside one
+    of them, inclusive (the official QVHighlights labelling rule).
+    """
+
+    question_id: str
+    video: str  # a path relative to the dataset's video root (without or with extension), or a world video id
+    question: str | None
+    options: list[str]
+    answer: int | None
+    question_type: str = ""
+    dataset: str = "generic"  # "nextqa" | "star" | "how2qa" | "tvqa" | "vlep" | "qvh" | "world" | "generic"
+    start: float | None = None
+    end: float | None = None
+    moments: list[tuple[float, float]] = field(default_factory=list)
+    source: str = ""  # "file:row" the record came from, for error messages
