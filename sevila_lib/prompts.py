@@ -92,6 +92,22 @@ def moment_query_text(query: str, prompt: str = "official") -> str:
     return f"Question: {query} {QVH_OPTIONS} {instruction}"
 
 
+def _dataset_style(dataset: str) -> str:
+    return "vlep" if dataset == "vlep" else "generic"
+
+
+def sample_qa_text(sample) -> str:
+    """The Answerer text of a `records.VideoQASample`."""
+    return answerer_text(sample.question, sample.options, _dataset_style(sample.dataset))
+
+
+def sample_loc_text(sample, prompt: str = "official") -> str:
+    """The Localizer text of a `records.VideoQASample` (moment queries for dataset "qvh")."""
+    if sample.dataset == "qvh":
+        return moment_query_text(sample.question, prompt)
+    return localizer_text(sample.question, sample.options, _dataset_style(sample.dataset), prompt)
+
+
 @dataclass
 class TruncationCounter:
     """How many prompts the 77-token limit cut (the official code truncates silently)."""

@@ -1,0 +1,116 @@
+"""The evaluation runner: variants, the feature cache, bad videos."""
+import numpy as np
+import pytest
+import torch
+
+from sevila_lib import prompts
+from sevila_lib.evaluation import Evaluator, FeatureCache, ground_truth_keyframes, model_fingerprint, save_predictions
+from sevila_lib.records import VideoQASample
+from sevila_lib.video import VideoError, VideoInfo
+from tests.conftest import QUESTIONS, make_tiny_model
+
+
+class ArrayReader:
+    """Frames from memory; counts reads so tests can see the cache working."""
+
+    def __init__(self, videos, fps=2.0):
+        self.videos, self.fps, self.reads = videos, fps, 0
+
+    def info(self, sample):
+        if sample.video not in self.videos:
+            raise VideoError(sample.video, "no such video", sample.question_id)
+        return VideoInfo(len(self.videos[sample.video]), self.fps)
+
+    def read(self, sample, indices):
+        self.reads += len(indices)
+        return self.videos[sample.video][list(indices)]
+
+    def cache_key(self, sample):
+        return f"array:{sample.video}"
+
+
+@pytest.fixture()
+def setup(tokenizer):
+    rng = np.random.default_rng(0)
+    videos = {v: rng.integers(0, 255, (12, 20, 20, 3), dtype=np.uint8) for v in ("v1", "v2")}
+    samples = [VideoQASample(f"q{i}", v, q, o, answer=i % 5, question_type="descriptive", dataset="world",
+                             moments=[(1.0, 2.0)])
+               for i, (v, (q, o)) in enumerate(zip(["v1", "v2", "v1"], QUESTIONS * 2))]
+    return make_tiny_model(tokenizer), samples, ArrayReader(videos)
+
+
+def test_variants_produce_one_row_per_question(setup):
+    model, samples, reader = setup
+    ev = Evaluator(model, samples, reader, batch_size=2, progress=False)
+    for variant in ("uniform", "all", "localizer", "ground_truth", "random"):
+        table = ev.run(variant, num_frames=6, num_keyframes=2)
+        assert list(table.question_id) == ["q0", "q1", "q2"]
+        assert table.selected_frames.map(len).eq(6 if variant == "all" else 2).all()
+        assert np.allclose(table.option_probs.map(sum), 1.0, atol=1e-5)
+    gt = ev.run("ground_truth", num_frames=6, num_keyframes=2)
+    # Frames 2..4 lie in [1 s, 2 s] at 2 fps; the 6 sampled frames are 1, 3, 5, 7, 9, 11.
+    assert gt.selected_frames.tolist()[0] == [1, 3] and gt.relevant_frames.tolist()[0] == [3]
+
+
+def test_localizer_variant_is_the_forward_chain(setup):
+    model, samples, reader = setup
+    ev = Evaluator(model, samples, reader, batch_size=3, progress=False)
+    table = ev.run("localizer", num_frames=6, num_keyframes=3)
+    indices = [ev.frame_indices(s, 6) for s in samples]
+    feats = torch.stack([ev.features(s, idx) for s, idx in zip(samples, indices)])
+    out = model.forward_chain(feats, [prompts.sample_qa_text(s) for s in samples],
+                              [prompts.sample_loc_text(s) for s in samples], 5, 3)
+    assert table.prediction.tolist() == out.prediction.tolist()
+    assert table.selected_frames.tolist() == [[idx[k] for k in ks] for idx, ks in zip(indices, out.keyframes.tolist())]
+
+
+def test_features_are_computed_once_and_cached_on_disk(setup, tmp_path):
+    model, samples, reader = setup
+    ev = Evaluator(model, samples, reader, cache_dir=tmp_path, progress=False)
+    first = ev.run("localizer", num_frames=6, num_keyframes=2)
+    reads = reader.reads
+    for k in (1, 2, 3):  # a k sweep reuses the frames and the localizer scores
+        ev.run("localizer", num_frames=6, num_keyframes=k)
+    assert reader.reads == reads
+    again = Evaluator(model, samples, reader, cache_dir=tmp_path, progress=False)
+    assert again.run("localizer", num_frames=6, num_keyframes=2).prediction.tolist() == first.prediction.tolist()
+    assert reader.reads == reads and again.cache.misses == 0
+    with torch.no_grad():
+        model.vision_encoder.embeddings.class_embedding.add_(1.0)  # a different model → a different key
+    changed = Evaluator(model, samples, reader, cache_dir=tmp_path, progress=False)
+    changed.run("uniform", num_frames=6, num_keyframes=2)
+    assert reader.reads > reads and changed.cache.misses > 0
+
+
+def test_memory_layer_is_bounded():
+    cache = FeatureCache(None, "x", max_videos=2)
+    for v in "abc":
+        cache.put(v, {0: torch.zeros(1)})
+    assert list(cache._memory) == ["b", "c"]
+
+
+def test_per_frame_table_and_bad_videos(setup):
+    model, samples, reader = setup
+    bad = samples + [VideoQASample("q9", "missing", "q?", ["a.", "b."], 0)]
+    with pytest.raises(VideoError, match="q9"):
+        Evaluator(model, bad, reader, progress=False).run("uniform", num_keyframes=2)
+    ev = Evaluator(model, bad, reader, on_error="skip", progress=False)
+    per_frame = ev.per_frame(num_frames=4)
+    assert len(per_frame) == 3 * 4 and [s.question_id for s in ev.skipped] == ["q9"]
+    assert set(per_frame.columns) >= {"question_id", "frame_index", "prediction", "answer", "relevant"}
+
+
+def test_ground_truth_keyframes():
+    assert ground_truth_keyframes([False, True, True, False, False], 2) == [1, 2]
+    assert ground_truth_keyframes([False, False, True, False, False], 3) == [1, 2, 3]
+    assert ground_truth_keyframes([True] * 8, 4) == [0, 2, 5, 7]
+    assert ground_truth_keyframes([False] * 4, 2) == [0, 1]
+
+
+def test_save_predictions_round_trip(setup, tmp_path):
+    model, samples, reader = setup
+    table = Evaluator(model, samples, reader, progress=False).run("uniform", num_keyframes=2)
+    import pandas as pd
+    back = pd.read_parquet(save_predictions(table, tmp_path / "p.parquet"))
+    assert back.selected_frames.map(list).tolist() == table.selected_frames.tolist()
+    assert model_fingerprint(model) == model_fingerprint(model)
