@@ -1,0 +1,257 @@
+"""The mini BLIP-2: a tiny ViT + Q-Former + T5 (the same transformers classes as the real BLIP-2), pre-trained
+on single frames of the moments world as an IMAGE-language model, shipped in `data/mini_blip2`.
+
+    python -m sevila_lib.mini train     # regenerate data/mini_blip2 (about 10 minutes on 2 CPU cores)
+    python -m sevila_lib.mini evaluate  # image-level accuracy, written into the model card
+
+What it learns (the stand-in for BLIP-2's image-text pre-training plus Flan-T5's instruction following):
+* captions, frame-level multiple-choice questions in the Answerer's format, yes/no questions about a frame
+  (`world.MomentsWorld.image_examples`), each frame introduced by "Frame: ";
+* "image sets": 2–4 UNRELATED frames from different videos written "Frame 1: … Frame k: ", with a question
+  that exactly one of them answers — so, like Flan-T5 reading several images, it can read k keyframes. The
+  frames come from different videos in random order, so it learns nothing about time.
+It never sees a video question, the Localizer prompt or a video's frame order: zero-shot SeViLA on the world
+has to generalise from image-level knowledge, as SeViLA does from BLIP-2.
+Introduced in `notebooks/00_setup.ipynb`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import checkpoints, paths, prompts, world as world_mod
+from .config import SevilaConfig, make_blip2_config
+from .model import SeViLA
+from .tokenizer import build_world_tokenizer
+from .video import frames_to_tensor
+
+MINI_SHAPE = dict(image_size=32, patch_size=8, vision_width=96, vision_layers=3, vision_heads=4, vision_mlp=192,
+                  qformer_width=96, qformer_layers=2, qformer_heads=4, qformer_mlp=192, cross_attention_frequency=1,
+                  num_query_tokens=8, t5=dict(d_model=128, d_kv=32, d_ff=256, num_layers=2, num_heads=4))
+
+
+@dataclass
+class PretrainConfig:
+    seed: int = 0
+    single_examples: int = 24_000
+    set_examples: int = 12_000
+    steps: int = 2_000
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    weight_decay: float = 0.05
+    threads: int = 2  # fixed, so the same command gives the same weights on any machine with >= 2 cores
+
+
+def mini_config(vocab_size: int) -> SevilaConfig:
+    shape = {**MINI_SHAPE, "t5": {**MINI_SHAPE["t5"], "vocab_size": vocab_size}}
+    return SevilaConfig(make_blip2_config(**shape), name="mini")
+
+
+def load_mini(directory: str | Path = paths.MINI_MODEL_DIR, device: str = "cpu") -> SeViLA:
+    """The shipped mini BLIP-2 as SeViLA: both bridges start from its Q-Former (as the official code does)."""
+    if not (Path(directory) / "model.safetensors").exists():
+        raise FileNotFoundError(f"no mini BLIP-2 at {directory}: run `make mini-model`")
+    model, _ = checkpoints.from_hf_blip2(directory, device=device)
+    return model
+
+
+# ---- pre-training data --------------------------------------------------------------------------------------
+_SUBJECT = {"colour": re.compile(r"what colour is the (\w+)\?"), "shape": re.compile(r"which shape is (\w+)\?")}
+
+
+def _compatible(kind: str, question: str, scene: world_mod.FrameScene) -> bool:
+    """May `scene` sit next to the frame that answers `question` without giving another answer?"""
+    if kind == "colour":
+        return not scene.has(shape=_SUBJECT["colour"].match(question).group(1))
+    if kind == "shape":
+        return not scene.has(colour=_SUBJECT["shape"].match(question).group(1))
+    if kind == "dark":
+        return scene.background == "light"
+    return scene.toucher() is None  # touch
+
+
+def image_set_examples(world: world_mod.MomentsWorld, split: str, n: int, seed: int = 0):
+    """(frames (k, H, W, 3), input text, target) with k in 2..4 unrelated frames, exactly one answering."""
+    rng = np.random.default_rng([seed, 7])
+    videos = world.video_ids("pt", split)
+    frames_of = lambda vid, t: world.render(vid)[t]  # noqa: E731
+    out = []
+    while len(out) < n:
+        kind = str(rng.choice(["colour", "shape", "dark", "touch"]))
+        vid, t = videos[int(rng.integers(len(videos)))], int(rng.integers(world.config.num_frames))
+        made = world_mod._frame_question(world.scenes(vid)[t], kind, rng)
+        if made is None:
+            continue
+        question, answer, pool, others = made
+        options, index = world_mod._options(rng, answer, pool, others)
+        k = int(rng.integers(2, 5))
+        distractors = []
+        while len(distractors) < k - 1:
+            dv, dt = videos[int(rng.integers(len(videos)))], int(rng.integers(world.config.num_frames))
+            if dv != vid and _compatible(kind, question, world.scenes(dv)[dt]):
+                distractors.append(frames_of(dv, dt))
+        frames = distractors
+        frames.insert(int(rng.integers(k)), frames_of(vid, t))
+        out.append((np.stack(frames), prompts.answerer_text(question, options), prompts.answer_target(index)))
+    return out
+
+
+def _batches(examples, batch_size: int, rng: np.random.Generator):
+    """Shuffled batches of examples with the same number of frames (so they stack)."""
+    by_k: dict[int, list] = {}
+    for ex in examples:
+        by_k.setdefault(len(ex[0]), []).append(ex)
+    batches = []
+    for group in by_k.values():
+        order = rng.permutation(len(group))
+        batches += [[group[i] for i in order[s:s + batch_size]] for s in range(0, len(group), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _loss(model: SeViLA, batch) -> torch.Tensor:
+    frames = torch.stack([frames_to_tensor(f, model.config.image_size) for f, _, _ in batch])  # (B, k, 3, S, S)
+    b, k = frames.shape[:2]
+    features = model.vision_encoder(pixel_values=frames.flatten(0, 1)).last_hidden_state
+    visual = model.answerer(features).unflatten(0, (b, k))
+    texts, targets = [x for _, x, _ in batch], [y for _, _, y in batch]
+    embeds, mask = (model.single_frame_inputs(visual, texts) if k == 1 else model.keyframe_inputs(visual, texts))
+    return model._seq2seq_loss(embeds, mask, targets)
+
+
+def pretrain(config: PretrainConfig = PretrainConfig(), out_dir: str | Path = paths.MINI_MODEL_DIR,
+             world: world_mod.MomentsWorld | None = None, log=print) -> SeViLA:
+    """Train the mini BLIP-2 from scratch (everything trains here: it is the image model, not SeViLA)."""
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    world = world or world_mod.MomentsWorld()
+    tokenizer = build_world_tokenizer(world)
+    model = SeViLA(mini_config(len(tokenizer)), tokenizer)
+    model.requires_grad_(True)
+    singles = [(ex.frame[None], ex.input_text, ex.target_text)
+               for ex in world.image_examples("train", config.single_examples, seed=config.seed)]
+    examples = singles + image_set_examples(world, "train", config.set_examples, seed=config.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / config.warmup_steps) * 0.5
+                                                 * (1 + np.cos(np.pi * min(s, config.steps) / config.steps)))
+    rng = np.random.default_rng(config.seed)
+    step, started = 0, time.time()
+    model.train()
+    model.vision_encoder.train()
+    model.llm.train()
+    while step < config.steps:
+        for batch in _batches(examples, config.batch_size, rng):
+            loss = _loss(model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            schedule.step()
+            step += 1
+            if step % 250 == 0 or step == config.steps:
+                log(f"step {step}/{config.steps} loss {loss.item():.4f} ({time.time() - started:.0f} s)")
+            if step == config.steps:
+                break
+    model.eval()
+    model.requires_grad_(False)
+    # BLIP-2 has one Q-Former (trained here as the answerer bridge); SeViLA starts both bridges from it.
+    model.localizer.load_state_dict(model.answerer.state_dict())
+    checkpoints.save_hf_blip2(model, out_dir, bridge="answerer")
+    (Path(out_dir) / "pretrain_config.json").write_text(json.dumps(asdict(config), indent=2))
+    log(f"saved to {out_dir} after {time.time() - started:.0f} s")
+    return model
+
+
+# ---- image-level evaluation (the model card's numbers) -----------------------------------------------------
+@torch.inference_mode()
+def image_accuracy(model: SeViLA, world: world_mod.MomentsWorld | None = None, n: int = 600) -> pd.DataFrame:
+    """Accuracy of the image model on held-out pre-training videos (frame QA, yes/no, image sets) and on the
+    val VIDEO questions read from one relevant frame alone (counting excluded: it needs the whole video)."""
+    world = world or world_mod.MomentsWorld()
+    rows = []
+    singles = [ex for ex in world.image_examples("val", n, seed=1) if ex.input_text != world_mod.CAPTION_PROMPT]
+    for ex in singles:
+        feats = model.encode_frames(frames_to_tensor(ex.frame[None], model.config.image_size)[None])
+        if ex.target_text in (prompts.YES, prompts.NO):
+            score = model.localize(feats, [ex.input_text], kind="yes_no_prob")[0, 0].item()
+            rows.append(("image yes/no", (score > 0.5) == (ex.target_text == prompts.YES)))
+        else:
+            pred = model.answer_each_frame(feats, [ex.input_text], 5)[0, 0].argmax().item()
+            rows.append(("image multiple choice", prompts.answer_target(pred) == ex.target_text))
+    for frames, text, target in image_set_examples(world, "val", n // 3, seed=1):
+        feats = model.encode_frames(frames_to_tensor(frames, model.config.image_size)[None])
+        pred = model.answer(feats, [text], 5).argmax().item()
+        rows.append((f"image set of {len(frames)}", prompts.answer_target(pred) == target))
+    reader = world_mod.WorldFrameReader(world)
+    for sample in world.qa_samples("val"):
+        if sample.question_type == "counting":
+            continue
+        relevant = world_mod.relevant_frames(sample, world.config.num_frames, world.config.fps)
+        frame = relevant[len(relevant) // 2]
+        feats = model.encode_frames(frames_to_tensor(reader.read(sample, [frame]), model.config.image_size)[None])
+        pred = model.answer_each_frame(feats, [prompts.sample_qa_text(sample)], 5)[0, 0].argmax().item()
+        rows.append((f"video question, one relevant frame ({sample.question_type})", pred == sample.answer))
+    table = pd.DataFrame(rows, columns=["task", "correct"])
+    return table.groupby("task").correct.agg(accuracy="mean", examples="size").reset_index()
+
+
+def write_model_card(model: SeViLA, accuracy: pd.DataFrame, out_dir: str | Path = paths.MINI_MODEL_DIR,
+                     seconds: float | None = None) -> Path:
+    counts = {name: sum(p.numel() for p in part.parameters()) for name, part in
+              [("vision encoder", model.vision_encoder), ("Q-Former bridge", model.answerer), ("T5", model.llm)]}
+    lines = ["# Mini BLIP-2 (sevila-kit)", "",
+             "A tiny image-language model with BLIP-2's architecture (transformers `Blip2VisionModel`, "
+             "`Blip2QFormerModel`, `T5ForConditionalGeneration`), trained from scratch on single frames and "
+             "unordered image sets of the kit's synthetic moments world (`sevila_lib/mini.py` says exactly what "
+             "it sees). It is the embedded default that lets SeViLA run end to end on a laptop CPU. It is not "
+             "a video model and knows nothing about time.", "",
+             "Regenerate: `make mini-model` (= `python -m sevila_lib.mini train`), 2 CPU threads, seed 0. "
+             "Stored in the Hugging Face BLIP-2 layout (config.json, model.safetensors, tokenizer.json), so it "
+             "loads through the same code path as `Salesforce/blip2-flan-t5-xl`.", "",
+             "## Sizes", "", "| part | parameters |", "|---|---|"]
+    lines += [f"| {k} | {v:,} |" for k, v in counts.items()]
+    shape = {k: v for k, v in MINI_SHAPE.items() if k != "t5"}
+    lines += ["", f"Shape: {shape}; T5: {MINI_SHAPE['t5']}, vocabulary {len(model.tokenizer)}.", "",
+              "## Image-level accuracy (held-out videos; computed by `python -m sevila_lib.mini evaluate`)", "",
+              "| task | accuracy | examples |", "|---|---|---|"]
+    lines += [f"| {r.task} | {100 * r.accuracy:.1f}% | {r.examples} |" for r in accuracy.itertuples()]
+    if seconds is not None:
+        lines += ["", f"Training took {seconds:.0f} s on this machine."]
+    path = Path(out_dir) / "README.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sevila_lib.mini", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["train", "evaluate"])
+    parser.add_argument("--out", type=Path, default=paths.MINI_MODEL_DIR)
+    parser.add_argument("--steps", type=int, default=PretrainConfig.steps)
+    args = parser.parse_args(argv)
+    started = time.time()
+    if args.command == "train":
+        model = pretrain(PretrainConfig(steps=args.steps), args.out)
+        seconds = time.time() - started
+    else:
+        model, seconds = load_mini(args.out), None
+    accuracy = image_accuracy(model)
+    print(accuracy.to_string(index=False))
+    print(write_model_card(model, accuracy, args.out, seconds))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,962 @@
+"""Training SeViLA's bridges: one Hugging Face Accelerate loop for the paper's three stages (spec §2).
+
+* `pretrain_localizer`   moment-retrieval pre-training (spec §2.6): a sampled frame is "yes" iff its time lies in
+                         a relevant window (the dataset's `relevant` flags); loss `SeViLA.localizer_loss`.
+* `train_answerer`       the forward chain (spec §2.5): the frozen Localizer keeps k of the n training frames
+                         (or uniform / random picks, paper Table 8); loss `SeViLA.answerer_loss`.
+* `refine_localizer`     the reverse chain (spec §2.4): the frozen Answerer labels every frame alone, the
+                         Localizer learns those yes/no labels, recomputed every step ("online", official) or
+                         read from a table computed once ("stored").
+* `iterative_refinement` alternates the two chains for N rounds (paper Table 14; the official repo has no code).
+
+The loop (spec §2.2): AdamW (0.9, 0.999), weight decay 0.05 on parameters with ndim ≥ 2 (the official rule, so
+the 3-D query tokens ARE decayed), LAVIS's `linear_warmup_cosine_lr`, gradient accumulation and mixed precision
+through Accelerate, and only the stage's bridge trainable. Checkpoints hold that bridge (safetensors) plus
+optimizer/scheduler/RNG state and the data position, so `resume=True` continues bit for bit.
+
+Run from a notebook (call the stage functions) or the command line, on CPU, one GPU or several:
+    python -m sevila_lib.training train_answerer --config cfg.json --model mini --data world
+    accelerate launch --num_processes 4 -m sevila_lib.training refine_localizer --preset nextqa_refine ...
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import zlib
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.state import AcceleratorState, PartialState
+from accelerate.utils import gather_object, set_seed
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from . import paths, scoring
+from .checkpoints import load_bridges, save_bridges
+from .model import SeViLA
+
+STAGE_BRIDGE = {"pretrain_localizer": "localizer", "train_answerer": "answerer", "refine_localizer": "localizer"}
+CHOICES = {
+    "stage": tuple(STAGE_BRIDGE),
+    "keyframe_source": ("localizer", "uniform", "random"),
+    "label_mode": ("online", "stored"),
+    "label_policy": ("argmax", "threshold"),
+    "mixed_precision": ("no", "fp16", "bf16", "auto"),
+}
+LOG_COLUMNS = ("step", "epoch", "loss", "lr", "samples")
+LABEL_COLUMNS = ("question_id", "frame_index", "position", "gold_prob", "correct", "label")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainConfig:
+    """One training run. Notebook parameters map one-to-one onto these fields; unknown keys are rejected.
+
+    Steps count optimizer steps; iterations count batches per process (the LAVIS warm-up counts these).
+    Global batch = batch_size × processes × grad_accum_steps.
+    """
+
+    stage: str = "train_answerer"  # "pretrain_localizer" | "train_answerer" | "refine_localizer"
+    # optimiser and schedule (spec §2.2)
+    init_lr: float = 3e-5
+    min_lr: float = 0.0
+    warmup_lr: float = 1e-8
+    warmup_steps: int = 1000  # iterations of linear warm-up in epoch 0 (0 = none)
+    weight_decay: float = 0.05
+    epochs: int = 10
+    batch_size: int = 8  # per process (official scripts: per GPU, 4 GPUs)
+    grad_accum_steps: int = 1
+    max_grad_norm: float | None = None  # official: no clipping
+    # frames
+    num_frames: int = 32  # n: frames the dataset samples per video
+    num_keyframes: int = 4  # k: frames the Answerer reads (train_answerer)
+    keyframe_source: str = "localizer"  # "localizer" (official) | "uniform" | "random" (paper Table 8)
+    # pseudo-labels (refine_localizer, spec §2.4)
+    label_mode: str = "online"  # "online" (official: every step) | "stored" (once, into a table)
+    label_policy: str = "argmax"  # "argmax" (official: argmax == gold) | "threshold" (P(gold) ≥ tau)
+    tau: float = 0.5
+    labelling_dropout: bool = False  # True = official: dropout on in the no-grad labelling/selection passes
+    llm_dropout: bool = False  # True = official: T5 dropout on in the gradient pass (`SeViLA.frozen_dropout`)
+    labels_path: str = ""  # stored table (.csv or .parquet); "" = <output_dir>/pseudo_labels.csv
+    # run
+    seed: int = 42
+    output_dir: str = ""  # "" = reports/runs/<stage>
+    checkpoint_every: int = 0  # optimizer steps between checkpoints; 0 = only the final one
+    max_steps: int | None = None  # stop after this many optimizer steps (the schedule still follows `epochs`)
+    mixed_precision: str = "no"  # "no" | "fp16" | "bf16" | "auto" (fp16 on CUDA as official AMP, "no" on CPU)
+    log_every: int = 1
+    num_workers: int = 0
+    shuffle: bool = True
+    progress_bar: bool = True  # tqdm; also off when stderr is not a terminal
+
+    def __post_init__(self):
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}; choose from {allowed}")
+        for name in ("epochs", "batch_size", "grad_accum_steps", "num_frames", "num_keyframes", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.stage == "train_answerer" and self.num_keyframes > self.num_frames:
+            raise ValueError(f"cannot keep {self.num_keyframes} keyframes of {self.num_frames} frames")
+        if not self.output_dir:
+            self.output_dir = str(paths.REPORTS_DIR / "runs" / self.stage)
+
+    @property
+    def bridge(self) -> str:
+        """The bridge this stage trains ("localizer" or "answerer")."""
+        return STAGE_BRIDGE[self.stage]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"Unknown TrainConfig keys: {sorted(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TrainConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def save(self, path: str | os.PathLike) -> None:
+        _atomic_write_text(Path(path), json.dumps(asdict(self), indent=2))
+
+
+# The official recipes (spec §2.3, run scripts; batch sizes are per GPU on 4 GPUs). Dropout switches stay at the
+# kit's defaults (off); set labelling_dropout / llm_dropout to True for the official behaviour (spec §1.7).
+PRESETS: dict[str, dict[str, Any]] = {
+    "qvh_pretrain": dict(stage="pretrain_localizer", init_lr=3e-5, warmup_steps=1000, epochs=80, batch_size=16,
+                         grad_accum_steps=1, num_frames=4, mixed_precision="auto"),
+    "nextqa_answerer": dict(stage="train_answerer", init_lr=3e-5, warmup_steps=1000, epochs=10, batch_size=8,
+                            grad_accum_steps=2, num_frames=32, num_keyframes=4, keyframe_source="localizer",
+                            mixed_precision="auto"),
+    "nextqa_refine": dict(stage="refine_localizer", init_lr=3e-5, warmup_steps=500, epochs=10, batch_size=16,
+                          grad_accum_steps=1, num_frames=4, num_keyframes=4, label_mode="online",
+                          label_policy="argmax", mixed_precision="auto"),
+}
+
+
+def preset(name: str, **overrides) -> TrainConfig:
+    """A named official recipe with optional overrides, e.g. `preset("nextqa_refine", epochs=1)`."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown training preset {name!r}; choose from {sorted(PRESETS)}")
+    return TrainConfig.from_dict({**PRESETS[name], **overrides})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Optimiser and schedule (spec §2.2)
+# ---------------------------------------------------------------------------------------------------------
+
+def decays(name: str, param: Tensor) -> bool:
+    """The official rule (LAVIS `runner_base.optimizer`): decay parameters with ndim ≥ 2 unless the name marks a
+    bias or a norm ("ln"/"bn" there, "norm" in transformers' names). The query tokens (1, Q, D) are decayed."""
+    return param.ndim >= 2 and not any(tag in name.lower() for tag in ("bias", "norm", "ln", "bn"))
+
+
+def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two AdamW groups over the trainable parameters: decayed and not decayed."""
+    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    return [{"params": [p for n, p in named if decays(n, p)], "weight_decay": weight_decay},
+            {"params": [p for n, p in named if not decays(n, p)], "weight_decay": 0.0}]
+
+
+def build_optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(param_groups(module, config.weight_decay), lr=config.init_lr, betas=(0.9, 0.999))
+
+
+def linear_warmup_cosine_lr(epoch: int, iteration: int, *, init_lr: float, min_lr: float, warmup_lr: float,
+                            warmup_steps: int, max_epoch: int) -> float:
+    """LAVIS `linear_warmup_cosine_lr`: epoch 0 warms up linearly per iteration from `warmup_lr` to `init_lr`
+    over `warmup_steps` iterations, then stays at `init_lr`; epoch e ≥ 1 uses the per-epoch cosine
+    (init_lr - min_lr)·½(1 + cos(π·e/max_epoch)) + min_lr. warmup_steps=0 means no warm-up."""
+    if epoch == 0:
+        if warmup_steps <= 0:
+            return init_lr
+        return min(init_lr, warmup_lr + (init_lr - warmup_lr) * iteration / warmup_steps)
+    return (init_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * epoch / max_epoch)) + min_lr
+
+
+class LinearWarmupCosineLR:
+    """Sets the learning rate before every batch from (epoch, iteration), as the LAVIS runner does."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, config: TrainConfig):
+        self.optimizer = optimizer
+        self.kwargs = dict(init_lr=config.init_lr, min_lr=config.min_lr, warmup_lr=config.warmup_lr,
+                           warmup_steps=config.warmup_steps, max_epoch=config.epochs)
+        self.epoch, self.iteration = 0, 0
+        self.lr = self.step(0, 0)
+
+    def step(self, epoch: int, iteration: int) -> float:
+        self.epoch, self.iteration = epoch, iteration
+        self.lr = linear_warmup_cosine_lr(epoch, iteration, **self.kwargs)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+        return self.lr
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "iteration": self.iteration, "lr": self.lr}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step(int(state["epoch"]), int(state["iteration"]))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Keyframes for the Answerer (spec §2.5, paper Table 8) and pseudo-labels (spec §2.4)
+# ---------------------------------------------------------------------------------------------------------
+
+def _segments(num_frames: int, k: int) -> list[tuple[int, int]]:
+    bounds = np.linspace(0, num_frames, k + 1).astype(int)  # the official segment rule (spec §3.2)
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+
+
+def uniform_keyframes(num_frames: int, k: int) -> list[int]:
+    """The midpoints of k equal segments of the n sampled frames, e.g. n=32, k=4 -> [4, 12, 20, 28]."""
+    return [(a + b) // 2 for a, b in _segments(num_frames, k)]
+
+
+def random_keyframes(num_frames: int, k: int, rng: np.random.Generator) -> list[int]:
+    """One random frame in each of k equal segments of the n frames (sorted, like the official random training)."""
+    return [int(rng.integers(a, b)) if b > a else a for a, b in _segments(num_frames, k)]
+
+
+def _item_rng(seed: int, epoch: int, question_id: str) -> np.random.Generator:
+    # Per item, not per process: a 2-process run draws exactly what a 1-process run draws.
+    return np.random.default_rng([seed, epoch, zlib.crc32(str(question_id).encode())])
+
+
+@dataclass
+class PseudoLabels:
+    """The Answerer's verdict on each frame alone. All (B, T)."""
+
+    label: Tensor  # bool: the frame is a keyframe ("yes")
+    gold_prob: Tensor  # softmax over the option logits, at the gold option
+    correct: Tensor  # bool: argmax == gold
+
+
+def pseudo_labels(option_logits: Tensor, answers: Sequence[int] | Tensor, policy: str = "argmax",
+                  tau: float = 0.5) -> PseudoLabels:
+    """Label frames from per-frame option logits (B, T, O) and gold answers (B,).
+
+    argmax (official): "yes" iff argmax == gold — no threshold, no balancing, no fallback (spec §2.4).
+    threshold: "yes" iff softmax(option logits)[gold] ≥ tau.
+    """
+    if policy not in CHOICES["label_policy"]:
+        raise ValueError(f"unknown label policy {policy!r}; choose from {CHOICES['label_policy']}")
+    b, t, _ = option_logits.shape
+    gold = torch.as_tensor(answers, device=option_logits.device).long().view(b, 1)  # (B, 1)
+    probs = option_logits.float().softmax(-1)  # options missing for a question are -inf -> probability 0
+    gold_prob = probs.gather(-1, gold[:, :, None].expand(b, t, 1)).squeeze(-1)  # (B, T)
+    correct = option_logits.argmax(-1) == gold
+    label = correct if policy == "argmax" else gold_prob >= tau
+    return PseudoLabels(label, gold_prob, correct)
+
+
+@contextmanager
+def labelling_mode(model: SeViLA, dropout: bool) -> Iterator[None]:
+    """Mode for the no-grad passes of a frozen module (keyframe selection, pseudo-labelling).
+
+    dropout=False (kit default): `model.eval()`, deterministic labels. dropout=True: the official behaviour —
+    the runner's `model.train()` leaves dropout on in the frozen Q-Former and T5 (spec §1.7).
+    """
+    was_training = model.training
+    if dropout:
+        nn.Module.train(model, True)  # everything in train mode, T5 included, except the ViT
+        model.vision_encoder.eval()
+    else:
+        model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def label_row_dicts(batch: dict[str, Any], labels: PseudoLabels) -> list[dict[str, Any]]:
+    """One table row per (question, sampled frame)."""
+    rows = []
+    for i, qid in enumerate(batch["question_id"]):
+        for pos, frame in enumerate(batch["frame_indices"][i]):
+            rows.append(dict(question_id=str(qid), frame_index=int(frame), position=pos,
+                             gold_prob=float(labels.gold_prob[i, pos]), correct=bool(labels.correct[i, pos]),
+                             label=bool(labels.label[i, pos])))
+    return rows
+
+
+def pseudo_label_stats(table: pd.DataFrame) -> dict[str, float]:
+    """Positives per question (mean), fraction of questions without a positive, overall positive rate.
+    An online table (with an `epoch` column) counts each question once per epoch."""
+    keys = ["question_id", "epoch"] if "epoch" in table.columns else ["question_id"]
+    per_question = table.groupby(keys)["label"].sum()
+    return {"questions": int(len(per_question)), "frames": int(len(table)),
+            "positives_per_question": float(per_question.mean()) if len(per_question) else 0.0,
+            "no_positive_fraction": float((per_question == 0).mean()) if len(per_question) else 0.0,
+            "positive_rate": float(table["label"].mean()) if len(table) else 0.0}
+
+
+def write_label_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a pseudo-label table atomically (temp file + os.replace): .parquet, otherwise CSV."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    if path.suffix == ".parquet":
+        table.to_parquet(tmp, index=False)
+    else:
+        table.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def read_label_table(path: str | os.PathLike) -> pd.DataFrame:
+    path = Path(path)
+    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={"question_id": str})
+    missing = set(LABEL_COLUMNS) - set(table.columns)
+    if missing:
+        raise ValueError(f"{path}: not a pseudo-label table (missing columns {sorted(missing)})")
+    return table
+
+
+class LabelLookup:
+    """Stored labels by (question_id, frame_index)."""
+
+    def __init__(self, table: pd.DataFrame, source: str = "table"):
+        # Repeated frames of a short window share an index and, on eval-mode frames, the same label: keep one.
+        table = table.drop_duplicates(["question_id", "frame_index"])
+        self.labels = {(str(q), int(f)): bool(lab) for q, f, lab in
+                       zip(table["question_id"], table["frame_index"], table["label"])}
+        self.source = source
+
+    def __call__(self, question_ids: Sequence[str], frame_indices: Sequence[Sequence[int]]) -> Tensor:
+        try:
+            return torch.tensor([[self.labels[(str(q), int(f))] for f in frames]
+                                 for q, frames in zip(question_ids, frame_indices)])
+        except KeyError as err:
+            raise KeyError(f"no stored pseudo-label for (question_id, frame_index)={err.args[0]} in {self.source}; "
+                           "stored labels cover the eval-mode frames they were computed on — train on the same "
+                           "deterministic frames, or use label_mode='online'") from None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The loss of one stage, as a module (so DDP sees a forward())
+# ---------------------------------------------------------------------------------------------------------
+
+class StageLoss(nn.Module):
+    """batch -> loss for one stage. SeViLA's training methods are not `forward`, and DistributedDataParallel
+    only synchronises gradients of computations that run through a wrapped module's forward."""
+
+    def __init__(self, model: SeViLA, config: TrainConfig, stored: LabelLookup | None = None):
+        super().__init__()
+        self.model, self.config, self.stored = model, config, stored
+        self.epoch = 0
+        self.label_rows: list[dict[str, Any]] = []  # online pseudo-labels seen, for their statistics
+
+    def forward(self, batch: dict[str, Any]) -> Tensor:
+        frames = batch["frames"]
+        if frames.shape[1] != self.config.num_frames:
+            raise ValueError(f"batch has {frames.shape[1]} frames per video, config.num_frames is "
+                             f"{self.config.num_frames}")
+        features = self.model.encode_frames(frames)  # (B, n, P, Dv), frozen ViT run once
+        stage = self.config.stage
+        if stage == "train_answerer":
+            keyframes = self.keyframes(features, batch)  # (B, k)
+            rows = torch.arange(len(features), device=features.device)[:, None]
+            selected = features[rows, keyframes.to(features.device)]  # (B, k, P, Dv)
+            return self.model.answerer_loss(selected, batch["qa_text"], batch["answer"])
+        if stage == "pretrain_localizer":
+            labels = _relevant(batch)
+        elif self.stored is not None:
+            labels = self.stored(batch["question_id"], batch["frame_indices"])
+        else:
+            labels = self.online_labels(features, batch)
+        return self.model.localizer_loss(features, batch["loc_text"], labels.to(features.device))
+
+    def keyframes(self, features: Tensor, batch: dict[str, Any]) -> Tensor:
+        n, k, source = features.shape[1], self.config.num_keyframes, self.config.keyframe_source
+        if source == "uniform":
+            return torch.tensor([uniform_keyframes(n, k)] * len(features))
+        if source == "random":
+            return torch.tensor([random_keyframes(n, k, _item_rng(self.config.seed, self.epoch, qid))
+                                 for qid in batch["question_id"]])
+        with torch.no_grad(), labelling_mode(self.model, self.config.labelling_dropout):
+            return scoring.select_keyframes(self.model.localize(features, batch["loc_text"]), k)
+
+    def online_labels(self, features: Tensor, batch: dict[str, Any]) -> Tensor:
+        with torch.no_grad(), labelling_mode(self.model, self.config.labelling_dropout):
+            logits = self.model.answer_each_frame(features, _qa_texts(batch), batch["num_options"],
+                                                  readout="teacher_forced")  # (B, n, O)
+        labels = pseudo_labels(logits, batch["answer"], self.config.label_policy, self.config.tau)
+        self.label_rows += [dict(row, epoch=self.epoch) for row in label_row_dicts(batch, labels)]
+        return labels.label
+
+
+def _relevant(batch: dict[str, Any]) -> Tensor:
+    if any(flags is None for flags in batch["relevant"]):
+        raise ValueError("pretrain_localizer needs per-frame `relevant` labels (moment-retrieval samples with "
+                         "relevant windows); got an item without them")
+    return torch.tensor([list(map(bool, flags)) for flags in batch["relevant"]])
+
+
+def _qa_texts(batch: dict[str, Any]) -> list[str]:
+    if any(text is None for text in batch["qa_text"]):
+        raise ValueError("this stage needs multiple-choice QA items (qa_text); got a moment-retrieval item")
+    return batch["qa_text"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data order, accelerator, checkpoints
+# ---------------------------------------------------------------------------------------------------------
+
+class EpochSampler(Sampler[int]):
+    """A permutation that depends only on (seed, epoch). Accelerate hands whole batches of this order to the
+    processes in turn, so with P processes × batch b, global step s covers the same items as one process with
+    batch P·b (the distributed test checks it)."""
+
+    def __init__(self, size: int, seed: int, shuffle: bool = True):
+        self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            return iter(range(self.size))
+        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.size).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def make_accelerator(config: TrainConfig) -> Accelerator:
+    """An Accelerator for one stage: gradient accumulation, mixed precision, DDP with unused parameters allowed
+    (official `find_unused_parameters: True`)."""
+    precision = config.mixed_precision
+    if precision == "auto":
+        precision = "fp16" if torch.cuda.is_available() else "no"
+    kwargs = dict(gradient_accumulation_steps=config.grad_accum_steps, mixed_precision=precision,
+                  kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    try:
+        return Accelerator(**kwargs)
+    except ValueError as err:
+        # Accelerate keeps one process-wide state; in a single-process notebook a later stage may ask for another
+        # precision. Resetting is safe only without a process group.
+        if "already been initialized" not in str(err) or AcceleratorState().num_processes > 1:
+            raise
+        AcceleratorState._reset_state()
+        return Accelerator(**kwargs)
+
+
+@dataclass
+class Position:
+    """Where a run is: optimizer steps done, current epoch, batches (per process) consumed in it, samples seen."""
+
+    step: int = 0
+    epoch: int = 0
+    batches: int = 0
+    samples: int = 0
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint named by `<output_dir>/latest`, written last, so it always names a complete checkpoint."""
+    pointer = Path(output_dir) / "latest"
+    return Path(output_dir) / pointer.read_text().strip() if pointer.exists() else None
+
+
+def _rng_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                    gauss], "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(accelerator: Accelerator, model: SeViLA, config: TrainConfig, optimizer, scheduler,
+                    position: Position) -> Path:
+    """`<output_dir>/checkpoint-<step>/`: the trained bridge (safetensors), optimizer + scheduler + scaler state,
+    the data position, and one RNG file per process. Written into a temp dir that is renamed when complete;
+    the `latest` pointer is written last."""
+    out = Path(config.output_dir)
+    final, tmp = out / f"checkpoint-{position.step}", out / f".checkpoint-{position.step}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    torch.save(_rng_state(), tmp / f"rng_state_{accelerator.process_index}.pt")
+    if accelerator.is_main_process:
+        save_bridges(model, tmp, which=config.bridge)
+        scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler,
+                    "position": asdict(position)}, tmp / "trainer_state.pt")
+        _atomic_write_text(tmp / "trainer_state.json", json.dumps(
+            {"position": asdict(position), "processes": accelerator.num_processes, "config": asdict(config)},
+            indent=2))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():  # left by a run that died before moving `latest` on; this one replaces it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _atomic_write_text(out / "latest", final.name)
+    accelerator.wait_for_everyone()
+    return final
+
+
+# Fields that may change between a run and its resumption without changing what it computes.
+RESUMABLE_CHANGES = {"max_steps", "checkpoint_every", "log_every", "progress_bar", "num_workers", "output_dir"}
+
+
+def load_checkpoint(checkpoint: Path, accelerator: Accelerator, model: SeViLA, config: TrainConfig, optimizer,
+                    scheduler) -> Position:
+    """Restore everything `save_checkpoint` wrote; the config must match except for `RESUMABLE_CHANGES`."""
+    saved = json.loads((checkpoint / "trainer_state.json").read_text())
+    changed = {k for k, v in asdict(config).items() if saved["config"].get(k) != v} - RESUMABLE_CHANGES
+    if changed:
+        raise ValueError(f"cannot resume {checkpoint}: config differs in {sorted(changed)}")
+    if saved["processes"] != accelerator.num_processes:
+        raise ValueError(f"cannot resume {checkpoint} bit for bit: written by {saved['processes']} processes, "
+                         f"now {accelerator.num_processes}")
+    load_bridges(model, checkpoint)
+    state = torch.load(checkpoint / "trainer_state.pt", map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if state["scaler"] is not None and accelerator.scaler is not None:
+        accelerator.scaler.load_state_dict(state["scaler"])
+    _set_rng_state(torch.load(checkpoint / f"rng_state_{accelerator.process_index}.pt", weights_only=True))
+    return Position(**state["position"])
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class CsvLog:
+    """step, epoch, loss, lr, samples — one row per logged optimizer step, appended as the run goes.
+    On resume, rows after the checkpoint (from the interrupted run) are dropped first."""
+
+    def __init__(self, path: Path, enabled: bool, resume_step: int | None):
+        self.path, self.enabled = path, enabled
+        if not enabled:
+            return
+        rows: list[list[str]] = []
+        if resume_step is not None and path.exists():
+            with path.open(newline="") as handle:
+                rows = [r for r in list(csv.reader(handle))[1:] if r and int(r[0]) <= resume_step]
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("w", newline="") as handle:
+            csv.writer(handle).writerows([LOG_COLUMNS, *rows])
+        os.replace(tmp, path)
+
+    def write(self, **row: Any) -> None:
+        if self.enabled:
+            with self.path.open("a", newline="") as handle:
+                csv.writer(handle).writerow([row[c] for c in LOG_COLUMNS])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The training loop
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    """What a stage returns: enough for a notebook to plot the losses and load the trained bridge."""
+
+    stage: str
+    final_step: int
+    losses: list[float]  # mean loss of each optimizer step run by THIS call (a resumed call: the remaining ones)
+    log_path: Path  # CSV of all steps (step, epoch, loss, lr, samples)
+    checkpoint_dir: Path  # the final checkpoint: load its bridge with `checkpoints.load_bridges`
+    output_dir: Path
+    label_stats: dict[str, float] | None = None  # refine_localizer: `pseudo_label_stats` of the labels used
+    labels_path: Path | None = None  # refine_localizer: the stored table, or the online labels seen
+
+
+@contextmanager
+def _train_only(model: SeViLA, bridge: str, llm_dropout: bool) -> Iterator[None]:
+    """Only `bridge` requires grad, the model is in train mode (ViT, and T5 unless llm_dropout, stay in eval);
+    the caller's flags and modes come back afterwards."""
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    was_training, was_dropout = model.training, model.frozen_dropout
+    model.requires_grad_(False)
+    getattr(model, bridge).requires_grad_(True)
+    model.frozen_dropout = llm_dropout
+    model.train()
+    try:
+        yield
+    finally:
+        for name, p in model.named_parameters():
+            p.requires_grad_(flags[name])
+        model.frozen_dropout = was_dropout
+        model.train(was_training)
+
+
+@contextmanager
+def _dataset_setting(dataset: Dataset, **values: Any) -> Iterator[None]:
+    """Temporarily set attributes the dataset has (`num_frames`, `train`); others are left alone."""
+    old = {k: getattr(dataset, k) for k in values if hasattr(dataset, k)}
+    for k in old:
+        setattr(dataset, k, values[k])
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            setattr(dataset, k, v)
+
+
+def _default_collate() -> Callable:
+    from .datasets import collate_video_qa  # the kit's batch format (frames stacked, other keys as lists)
+
+    return collate_video_qa
+
+
+def _loader(dataset: Dataset, config: TrainConfig, collate_fn: Callable | None, shuffle: bool):
+    sampler = EpochSampler(len(dataset), config.seed, shuffle)
+    # Its own generator: DataLoader draws a base seed per epoch, which must not consume the global torch RNG
+    # (dropout's), or a resumed run would see different dropout masks.
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
+                        collate_fn=collate_fn or _default_collate(), generator=torch.Generator().manual_seed(config.seed))
+    return loader, sampler
+
+
+def _ignore_frozen_in_ddp(stage: StageLoss, bridge: str) -> None:
+    # DDP would broadcast every frozen ViT/T5 tensor at wrap time and buffers every step; only the bridge matters.
+    frozen = [n for n, p in stage.named_parameters() if not p.requires_grad]
+    frozen += [n for n, _ in stage.named_buffers() if not n.startswith(f"model.{bridge}.")]
+    nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(stage, frozen)
+
+
+def run_stage(model: SeViLA, dataset: Dataset, config: TrainConfig, *, resume: bool = False,
+              stored: LabelLookup | None = None, collate_fn: Callable | None = None,
+              step_callback: Callable[[int, float], None] | None = None) -> TrainResult:
+    """The one training loop behind every stage. `step_callback(step, loss)` runs after each optimizer step,
+    before that step's checkpoint (tests raise in it to simulate a crash)."""
+    accelerator = make_accelerator(config)
+    set_seed(config.seed)
+    out = Path(config.output_dir)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        config.save(out / "train_config.json")
+    if getattr(dataset, "num_frames", config.num_frames) != config.num_frames:
+        raise ValueError(f"the dataset samples {dataset.num_frames} frames, config.num_frames is {config.num_frames}")
+
+    with _train_only(model, config.bridge, config.llm_dropout):
+        stage = StageLoss(model, config, stored)
+        optimizer = build_optimizer(stage, config)
+        scheduler = LinearWarmupCosineLR(optimizer, config)
+        loader, sampler = _loader(dataset, config, collate_fn, config.shuffle)
+        _ignore_frozen_in_ddp(stage, config.bridge)
+        wrapped, optimizer, loader = accelerator.prepare(stage, optimizer, loader)
+        trainable = [p for p in stage.parameters() if p.requires_grad]
+
+        position, checkpoint = Position(), latest_checkpoint(out) if resume else None
+        if checkpoint is not None:
+            position = load_checkpoint(checkpoint, accelerator, model, config, optimizer, scheduler)
+            accelerator.print(f"resumed from {checkpoint} (step {position.step}, epoch {position.epoch}, "
+                              f"batch {position.batches})")
+        if position.batches >= len(loader):  # the checkpoint closed its epoch
+            position = replace(position, epoch=position.epoch + 1, batches=0)
+        log = CsvLog(out / "log.csv", accelerator.is_main_process, position.step if checkpoint else None)
+
+        steps_per_epoch = math.ceil(len(loader) / config.grad_accum_steps)
+        total = config.epochs * steps_per_epoch if config.max_steps is None else min(
+            config.max_steps, config.epochs * steps_per_epoch)
+        bar = tqdm(total=total, initial=position.step, desc=config.stage, dynamic_ncols=True,
+                   disable=True if not (config.progress_bar and accelerator.is_main_process) else None)
+        losses: list[float] = []
+        window: list[Tensor] = []
+        window_samples = 0
+        last_saved = position.step if checkpoint else -1
+        done = position.step >= total
+        for epoch in range(position.epoch, config.epochs):
+            if done:
+                break
+            stage.epoch = epoch
+            sampler.set_epoch(epoch)
+            if hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(epoch)  # train-mode frame choice and crop depend on (seed, epoch, index)
+            skip = position.batches if epoch == position.epoch else 0
+            epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
+            epoch_loader.set_epoch(epoch)  # Accelerate re-applies its own epoch counter at every iter()
+            iteration = skip
+            for batch in epoch_loader:
+                if batch is None:  # every item of this batch was skipped by the dataset (on_error="skip")
+                    if accelerator.num_processes > 1:
+                        raise RuntimeError("an empty batch on one process would stall the others; fix the data")
+                    iteration += 1
+                    continue
+                scheduler.step(epoch, iteration)  # LAVIS sets the lr before every batch
+                with accelerator.accumulate(wrapped):
+                    loss = wrapped(batch)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and config.max_grad_norm:
+                        accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                iteration += 1
+                window.append(loss.detach().float())
+                window_samples += len(batch["question_id"])
+                if not accelerator.sync_gradients:
+                    continue
+                step_loss = accelerator.reduce(torch.stack(window).mean(), "mean").item()
+                step_samples = int(accelerator.reduce(torch.tensor(window_samples, device=accelerator.device),
+                                                      "sum").item())
+                window, window_samples = [], 0
+                position = Position(position.step + 1, epoch, iteration, position.samples + step_samples)
+                losses.append(step_loss)
+                bar.update(1)
+                bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{scheduler.lr:.2e}")
+                if position.step % config.log_every == 0:
+                    log.write(step=position.step, epoch=epoch, loss=step_loss, lr=scheduler.lr,
+                              samples=position.samples)
+                if step_callback is not None:
+                    step_callback(position.step, step_loss)
+                if config.checkpoint_every and position.step % config.checkpoint_every == 0:
+                    checkpoint = save_checkpoint(accelerator, model, config, optimizer, scheduler, position)
+                    last_saved = position.step
+                if position.step >= total:
+                    done = True
+                    break
+        bar.close()
+        if last_saved != position.step:
+            checkpoint = save_checkpoint(accelerator, model, config, optimizer, scheduler, position)
+        label_rows = gather_object(stage.label_rows) if accelerator.num_processes > 1 else stage.label_rows
+        accelerator.free_memory()  # drop DDP hooks and references before the next stage wraps the model again
+    result = TrainResult(config.stage, position.step, losses, out / "log.csv", Path(checkpoint), out)
+    if label_rows:
+        table = pd.DataFrame(label_rows)
+        result.label_stats = pseudo_label_stats(table)
+        result.labels_path = out / "pseudo_labels_online.csv"
+        if accelerator.is_main_process:
+            write_label_table(table, result.labels_path)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The stages
+# ---------------------------------------------------------------------------------------------------------
+
+def _check_stage(config: TrainConfig, stage: str) -> TrainConfig:
+    if config.stage != stage:
+        raise ValueError(f"{stage}() got a config for stage {config.stage!r}")
+    return config
+
+
+def train_answerer(model: SeViLA, dataset: Dataset, config: TrainConfig, *, resume: bool = False,
+                   collate_fn: Callable | None = None, step_callback: Callable | None = None) -> TrainResult:
+    """Fine-tune the Answerer on k keyframes of the n training frames (forward chain, spec §2.5).
+
+    keyframe_source: "localizer" — the frozen Localizer's top-k (official); "uniform" — segment midpoints;
+    "random" — one random frame per segment, fresh each epoch (paper Table 8's "Random" training).
+    """
+    return run_stage(model, dataset, _check_stage(config, "train_answerer"), resume=resume, collate_fn=collate_fn,
+                     step_callback=step_callback)
+
+
+def pretrain_localizer(model: SeViLA, moment_dataset: Dataset, config: TrainConfig, *, resume: bool = False,
+                       collate_fn: Callable | None = None, step_callback: Callable | None = None) -> TrainResult:
+    """Pre-train the Localizer on moment retrieval (QVHighlights, spec §2.6): per-frame yes/no from `relevant`."""
+    return run_stage(model, moment_dataset, _check_stage(config, "pretrain_localizer"), resume=resume,
+                     collate_fn=collate_fn, step_callback=step_callback)
+
+
+def compute_pseudo_labels(model: SeViLA, dataset: Dataset, config: TrainConfig, path: str | os.PathLike | None = None,
+                          collate_fn: Callable | None = None) -> pd.DataFrame:
+    """Label every frame of `dataset` once with the frozen Answerer (each frame alone, teacher-forced letter
+    logits) and write the table (question_id, frame_index, position, gold_prob, correct, label) atomically.
+
+    Frames are the dataset's eval-mode frames (segment midpoints, no crop: a `train` flag is switched off while
+    labelling), so the same (question_id, frame_index) pairs come back when training on eval-mode frames.
+    """
+    accelerator = make_accelerator(config)
+    set_seed(config.seed)
+    path = Path(path or config.labels_path or Path(config.output_dir) / "pseudo_labels.csv")
+    loader, _ = _loader(dataset, config, collate_fn, shuffle=False)
+    loader = accelerator.prepare(loader)
+    model.to(accelerator.device)
+    rows: list[dict[str, Any]] = []
+    with _dataset_setting(dataset, train=False), torch.no_grad(), labelling_mode(model, config.labelling_dropout):
+        for batch in tqdm(loader, desc="pseudo-labels", disable=True if not (
+                config.progress_bar and accelerator.is_main_process) else None):
+            if batch is None:
+                continue
+            features = model.encode_frames(batch["frames"])
+            logits = model.answer_each_frame(features, _qa_texts(batch), batch["num_options"], readout="teacher_forced")
+            rows += label_row_dicts(batch, pseudo_labels(logits, batch["answer"], config.label_policy, config.tau))
+    if accelerator.num_processes > 1:
+        rows = gather_object(rows)  # even_batches repeats a few items on the last batch: dropped below
+    table = pd.DataFrame(rows, columns=list(LABEL_COLUMNS)).drop_duplicates(["question_id", "position"])
+    if accelerator.is_main_process:
+        write_label_table(table, path)
+    accelerator.wait_for_everyone()
+    return table
+
+
+def refine_localizer(model: SeViLA, dataset: Dataset, config: TrainConfig, *, resume: bool = False,
+                     collate_fn: Callable | None = None, step_callback: Callable | None = None) -> TrainResult:
+    """Refine the Localizer on the frozen Answerer's pseudo-labels (reverse chain, spec §2.4).
+
+    online (official): labels recomputed every step on that step's frames. stored: labels computed once over the
+    dataset's eval-mode frames into a table (`compute_pseudo_labels`); training then also runs on eval-mode
+    frames (no random frame choice or crop), because labels are looked up by (question_id, frame_index).
+    An existing table at `labels_path` is reused when resuming.
+    """
+    config = _check_stage(config, "refine_localizer")
+    if config.label_mode == "online":
+        return run_stage(model, dataset, config, resume=resume, collate_fn=collate_fn, step_callback=step_callback)
+    path = Path(config.labels_path or Path(config.output_dir) / "pseudo_labels.csv")
+    table = read_label_table(path) if resume and path.exists() else compute_pseudo_labels(
+        model, dataset, config, path, collate_fn)
+    stats = pseudo_label_stats(table)
+    print(f"pseudo-labels {path}: {stats}")
+    with _dataset_setting(dataset, train=False):
+        result = run_stage(model, dataset, config, resume=resume, stored=LabelLookup(table, str(path)),
+                           collate_fn=collate_fn, step_callback=step_callback)
+    result.label_stats, result.labels_path = stats, path
+    return result
+
+
+@dataclass
+class RoundResult:
+    """One round of iterative refinement: both stages' results and a folder with both bridges after the round."""
+
+    round: int
+    answerer: TrainResult
+    localizer: TrainResult
+    bridges_dir: Path  # `checkpoints.load_bridges(model, bridges_dir)` restores the model after this round
+
+
+def iterative_refinement(model: SeViLA, qa_dataset: Dataset, rounds: int, answerer_config: TrainConfig,
+                         localizer_config: TrainConfig, output_dir: str | os.PathLike | None = None, *,
+                         resume: bool = False, collate_fn: Callable | None = None) -> list[RoundResult]:
+    """Alternate Answerer fine-tuning (with the current Localizer) and Localizer refinement (pseudo-labels from the
+    current Answerer) for `rounds` rounds (paper Table 14). Layout: <output_dir>/round-<r>/{answerer,localizer,
+    bridges}. The dataset's `num_frames` is switched to each stage's n while it runs."""
+    base = Path(output_dir or Path(answerer_config.output_dir).parent / "iterative")
+    results = []
+    for r in range(1, rounds + 1):
+        round_dir = base / f"round-{r}"
+        a_cfg = replace(_check_stage(answerer_config, "train_answerer"), output_dir=str(round_dir / "answerer"))
+        l_cfg = replace(_check_stage(localizer_config, "refine_localizer"), output_dir=str(round_dir / "localizer"))
+        with _dataset_setting(qa_dataset, num_frames=a_cfg.num_frames):
+            answerer = train_answerer(model, qa_dataset, a_cfg, resume=resume, collate_fn=collate_fn)
+        with _dataset_setting(qa_dataset, num_frames=l_cfg.num_frames):
+            localizer = refine_localizer(model, qa_dataset, l_cfg, resume=resume, collate_fn=collate_fn)
+        if PartialState().is_main_process:
+            save_bridges(model, round_dir / "bridges", which="both")
+        results.append(RoundResult(r, answerer, localizer, round_dir / "bridges"))
+    return results
+
+
+STAGE_FUNCTIONS = {"train_answerer": train_answerer, "pretrain_localizer": pretrain_localizer,
+                   "refine_localizer": refine_localizer}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------------------
+
+def build_dataset(data: str, config: TrainConfig, image_size: int, split: str = "train",
+                  annotations: str | None = None, videos: str | None = None, map_path: str | None = None) -> Dataset:
+    """The training dataset for the command line, in train mode (random frames and crop).
+
+    data="world": the mini world (moment queries for pretrain_localizer, QA otherwise). data=<dataset name>
+    (nextqa, star, how2qa, tvqa, vlep, qvh, unified): `annotations` file + `videos` folder, read by
+    `datasets.read_annotations` and decoded with `video.VideoFileReader`.
+    """
+    from .datasets import DATASETS, VideoQADataset, read_annotations
+
+    if data == "world":
+        from .world import MomentsWorld, WorldFrameReader
+
+        world = MomentsWorld()
+        samples = world.moment_samples(split) if config.stage == "pretrain_localizer" else world.qa_samples(split)
+        reader = WorldFrameReader(world)
+    elif data in DATASETS + ("unified",):
+        if not (annotations and videos):
+            raise ValueError(f"--data {data} needs --annotations FILE and --videos DIR")
+        from .video import VideoFileReader
+
+        samples, reader = read_annotations(data, annotations, map_path), VideoFileReader(videos)
+    else:
+        raise ValueError(f"unknown data {data!r}; use 'world' or one of {DATASETS + ('unified',)}")
+    return VideoQADataset(samples, reader, num_frames=config.num_frames, image_size=image_size, train=True,
+                          seed=config.seed)
+
+
+def _config_from_args(path: str | None, preset_name: str | None, stage: str, output_dir: str | None) -> TrainConfig:
+    values: dict[str, Any] = dict(PRESETS[preset_name]) if preset_name else {}
+    if path:
+        values.update(json.loads(Path(path).read_text()))
+    values["stage"] = stage
+    if output_dir:
+        values["output_dir"] = output_dir
+    return TrainConfig.from_dict(values)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sevila_lib.training", description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=[*STAGE_FUNCTIONS, "iterate"])
+    parser.add_argument("--config", help="TrainConfig JSON (for iterate: the answerer's)")
+    parser.add_argument("--localizer-config", help="iterate: the refine_localizer TrainConfig JSON")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="start from an official recipe")
+    parser.add_argument("--rounds", type=int, default=2, help="iterate: number of rounds")
+    parser.add_argument("--model", default="mini", help="BLIP-2 checkpoint directory or hub id; 'mini' = shipped")
+    parser.add_argument("--bridges", action="append", default=[], help="kit bridges to load first (repeatable)")
+    parser.add_argument("--data", default="world", help="'world' or a dataset name (then --annotations, --videos)")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--annotations")
+    parser.add_argument("--videos")
+    parser.add_argument("--map", help="NExT-QA map_vid_vidorID.json")
+    parser.add_argument("--output-dir")
+    parser.add_argument("--resume", action="store_true", help="continue from <output_dir>/latest")
+    args = parser.parse_args(argv)
+
+    from .checkpoints import from_hf_blip2
+
+    model, _ = from_hf_blip2(args.model)
+    for directory in args.bridges:
+        load_bridges(model, directory)
+    stage = "train_answerer" if args.stage == "iterate" else args.stage
+    config = _config_from_args(args.config, args.preset, stage, args.output_dir)
+    dataset = build_dataset(args.data, config, model.config.image_size, args.split, args.annotations, args.videos,
+                            args.map)
+    if args.stage == "iterate":
+        loc_config = _config_from_args(args.localizer_config, None, "refine_localizer", None)
+        for r in iterative_refinement(model, dataset, args.rounds, config, loc_config, args.output_dir,
+                                      resume=args.resume):
+            print(f"round {r.round}: answerer step {r.answerer.final_step}, localizer step {r.localizer.final_step}, "
+                  f"bridges {r.bridges_dir}")
+        return 0
+    result = STAGE_FUNCTIONS[stage](model, dataset, config, resume=args.resume)
+    if PartialState().is_main_process:
+        print(f"{result.stage}: {result.final_step} steps, last loss "
+              f"{result.losses[-1] if result.losses else float('nan'):.4f}, checkpoint {result.checkpoint_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""One call that gives a notebook its model, questions, frames and output folders, for either profile.
+
+* profile "mini" (the embedded default): the moments world (`world.py`) and the shipped mini BLIP-2 (`mini.py`);
+* profile "paper": a real dataset read by `datasets.py` from its release files, real BLIP-2 weights (a local
+  Hugging Face directory or hub id) and, optionally, the official `sevila_pretrained.pth` (Localizer†).
+
+Every notebook starts with `ws = open_workspace(...)` using its parameters cell. Introduced in
+`notebooks/00_setup.ipynb`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from . import paths
+from .evaluation import Evaluator
+from .model import SeViLA
+from .records import VideoQASample
+from .video import FrameReader
+
+
+@dataclass
+class Workspace:
+    profile: str
+    model: SeViLA
+    reader: FrameReader
+    questions: dict[str, list[VideoQASample]]  # split -> QA samples
+    moments: dict[str, list[VideoQASample]]  # split -> moment-retrieval queries (may be empty)
+    reports_dir: Path
+    runs_dir: Path  # checkpoints and stored pseudo-labels (generated, not committed)
+    device: str = "cpu"
+    world: object | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def tables_dir(self) -> Path:
+        return _mkdir(self.reports_dir / "tables")
+
+    @property
+    def figures_dir(self) -> Path:
+        return _mkdir(self.reports_dir / "figures")
+
+    def evaluator(self, split: str = "val", model: SeViLA | None = None, **kwargs) -> Evaluator:
+        """An Evaluator over a split, sharing one on-disk ViT feature cache per profile."""
+        kwargs.setdefault("cache_dir", paths.CACHE_DIR / "features" / self.profile)
+        kwargs.setdefault("progress", False)
+        return Evaluator(model or self.model, self.questions[split], self.reader, **kwargs)
+
+    def fresh_model(self) -> SeViLA:
+        """A new copy of the starting model (for training runs that must not touch `self.model`)."""
+        import copy
+
+        return copy.deepcopy(self.model)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _limit(samples: Sequence[VideoQASample], max_questions: int | None) -> list[VideoQASample]:
+    return list(samples)[:max_questions] if max_questions else list(samples)
+
+
+def open_workspace(profile: str = "mini", *, device: str = "cpu", max_questions: int | None = None,
+                   reports_dir: str | Path | None = None, world_seed: int = 0,
+                   dataset: str = "nextqa", train_annotations: str = "", val_annotations: str = "",
+                   map_path: str = "", video_root: str = "", moment_annotations: str = "", moment_video_root: str = "",
+                   blip2: str = "Salesforce/blip2-flan-t5-xl", checkpoint: str = "") -> Workspace:
+    """Build the workspace of a profile; `max_questions` caps every split (smoke runs, quick looks)."""
+    reports_dir = _mkdir(Path(reports_dir or paths.REPORTS_DIR))
+    runs_dir = _mkdir(paths.CACHE_DIR / "runs" / profile)
+    if profile == "mini":
+        from .mini import load_mini
+        from .world import MomentsWorld, WorldConfig, WorldFrameReader
+
+        world = MomentsWorld(WorldConfig(seed=world_seed))
+        questions = {split: _limit(world.qa_samples(split), max_questions) for split in ("train", "val", "test")}
+        moments = {split: _limit(world.moment_samples(split), max_questions) for split in ("train", "val")}
+        return Workspace(profile, load_mini(device=device), WorldFrameReader(world), questions, moments,
+                         reports_dir, runs_dir, device, world)
+    if profile == "paper":
+        from . import checkpoints
+        from .datasets import read_annotations
+        from .video import VideoFileReader
+
+        if not val_annotations or not video_root:
+            raise ValueError("profile 'paper' needs val_annotations= and video_root= (see data/README.md)")
+        dtypes = dict(vision_dtype="float16", llm_dtype="bfloat16") if device.startswith("cuda") else {}
+        model, _ = checkpoints.from_hf_blip2(blip2, device=device, **dtypes)
+        notes = []
+        if checkpoint:
+            report = checkpoints.load_lavis(model, checkpoint, require=("localizer.",))
+            notes.append(f"loaded {checkpoint}: {report}")
+        questions = {"val": _limit(read_annotations(dataset, val_annotations, map_path or None), max_questions)}
+        if train_annotations:
+            questions["train"] = _limit(read_annotations(dataset, train_annotations, map_path or None), max_questions)
+        moments = {}
+        if moment_annotations:
+            moments["train"] = _limit(read_annotations("qvh", moment_annotations), max_questions)
+        return Workspace(profile, model, VideoFileReader(video_root), questions, moments, reports_dir, runs_dir,
+                         device, None, notes)
+    raise ValueError(f"unknown profile {profile!r}; use 'mini' or 'paper'")

@@ -1,0 +1,198 @@
+"""The mini world: determinism, label correctness (checked against the scene of every frame), balance, splits."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from sevila_lib import prompts
+from sevila_lib.records import VideoQASample
+from sevila_lib.world import (COLOURS, FAMILIES, NUMBERS, PLURALS, MomentsWorld, WorldConfig, WorldFrameReader,
+                              relevant_frames, render_scene, world_statistics, write_world_videos)
+
+SMALL = dict(qa_videos={"train": 40, "val": 15, "test": 15}, moment_videos={"train": 10, "val": 5},
+             pretrain_videos={"train": 20, "val": 5})
+
+
+@pytest.fixture(scope="module")
+def world() -> MomentsWorld:
+    return MomentsWorld(WorldConfig(**SMALL))
+
+
+@pytest.fixture(scope="module")
+def samples(world) -> list[VideoQASample]:
+    return [s for split in ("train", "val", "test") for s in world.qa_samples(split)]
+
+
+def test_same_seed_same_world_and_different_seed_different_world(world):
+    again, other = MomentsWorld(WorldConfig(**SMALL)), MomentsWorld(WorldConfig(seed=1, **SMALL))
+    assert again.qa_samples("val") == world.qa_samples("val")
+    assert again.moment_samples("val") == world.moment_samples("val")
+    assert np.array_equal(again.render("qa-val-0003"), world.render("qa-val-0003"))
+    assert [e.input_text for e in again.image_examples("train", 20, seed=3)] == \
+        [e.input_text for e in world.image_examples("train", 20, seed=3)]
+    assert other.qa_samples("val") != world.qa_samples("val")
+    assert not np.array_equal(other.render("qa-val-0003"), world.render("qa-val-0003"))
+
+
+def test_rendered_video_shape_and_scene_agree(world):
+    video = world.render("qa-train-0000")
+    assert video.shape == (32, 32, 32, 3) and video.dtype == np.uint8
+    for t, scene in enumerate(world.scenes("qa-train-0000")):
+        colours = {tuple(c) for c in video[t].reshape(-1, 3)}
+        assert colours == {COLOURS[o.colour] for o in scene.objects} | {(170, 170, 160) if scene.background ==
+                                                                        "light" else (30, 30, 40)}
+    assert render_scene(world.scenes("qa-train-0000")[0], 64).shape == (64, 64, 3)
+
+
+def test_samples_are_well_formed(samples):
+    assert Counter(s.question_type for s in samples) == {f: len(samples) // 4 for f in FAMILIES}
+    assert len({s.question_id for s in samples}) == len(samples)
+    for s in samples:
+        assert s.dataset == "world" and s.question_id.startswith(f"{s.question_type}_{s.video}_")
+        assert len(s.options) == 5 == len(set(s.options)) and all(o.endswith(".") for o in s.options)
+        assert s.question.endswith("?") and s.moments
+
+
+def test_answer_index_is_uniform():
+    world = MomentsWorld(WorldConfig(qa_videos={"train": 250, "val": 1, "test": 1}))
+    counts = Counter(s.answer for s in world.qa_samples("train"))  # 1000 questions
+    assert set(counts) == set(range(5)) and all(150 <= n <= 250 for n in counts.values()), counts
+
+
+def _objects(scene):
+    return {(o.shape, o.colour) for o in scene.objects}
+
+
+def _touch(scene):
+    """(toucher shape, toucher colour, square colour) or None."""
+    t = scene.toucher()
+    return None if t is None else (t.shape, t.colour, next(o.colour for o in scene.objects if o.shape == "square"))
+
+
+def test_labels_visible_in_every_relevant_frame_and_absent_elsewhere(world, samples):
+    """An independent reading of each question against the per-frame scene description."""
+    for s in samples:
+        scenes = world.scenes(s.video)
+        relevant = set(relevant_frames(s, len(scenes), world.config.fps))
+        answer = s.options[s.answer].rstrip(".")
+        inside = [scenes[t] for t in sorted(relevant)]
+        outside = [scenes[t] for t in range(len(scenes)) if t not in relevant]
+        assert inside, s.question_id
+        q = s.question
+        if m := re.fullmatch(r"what colour is the (\w+)\?", q):
+            assert all((m[1], answer) in _objects(f) for f in inside)
+            assert not any(o.shape == m[1] for f in outside for o in f.objects)
+        elif m := re.fullmatch(r"which shape is (\w+)\?", q):
+            assert all((answer.split()[1], m[1]) in _objects(f) for f in inside)
+            assert not any(o.colour == m[1] for f in outside for o in f.objects)
+        elif q == "what appears after the background turns dark?":
+            _, colour, shape = answer.split()
+            assert all(f.background == "dark" and _objects(f) == {(shape, colour)} for f in inside)
+            assert not any(f.background == "dark" and f.objects for f in outside)
+        elif m := re.fullmatch(r"what colour is the (\w+) after the background turns dark\?", q):
+            assert all(f.background == "dark" and (m[1], answer) in _objects(f) for f in inside)
+            assert not any(f.background == "dark" and f.objects for f in outside)
+        elif m := re.fullmatch(r"why does the square turn (\w+)\?", q):
+            colour, shape = re.fullmatch(r"because the (\w+) (\w+) touches it", answer).groups()
+            assert all(_touch(f) == (shape, colour, m[1]) for f in inside)
+            assert not any(("square", m[1]) in _objects(f) or (_touch(f) or "")[:2] == (shape, colour)
+                           for f in outside)
+        elif m := re.fullmatch(r"how does the square change when the (\w+) (\w+) touches it\?", q):
+            new = answer.removeprefix("it turns ")
+            assert all(_touch(f) == (m[2], m[1], new) for f in inside)
+            assert not any((_touch(f) or "")[:2] == (m[2], m[1]) for f in outside)
+        elif m := re.fullmatch(r"how many (\w+) appear in the video\?", q):
+            shape = next(k for k, v in PLURALS.items() if v == m[1])
+            assert NUMBERS.index(answer) == len({o.oid for f in scenes for o in f.objects if o.shape == shape})
+            assert all(any(o.shape == shape for o in f.objects) for f in inside)
+            assert not any(o.shape == shape for f in outside for o in f.objects)
+        else:
+            pytest.fail(f"unexpected question {q!r}")
+
+
+def test_moment_queries_match_the_scenes(world):
+    for s in world.moment_samples("train"):
+        assert s.dataset == "qvh" and s.options == [] and s.answer is None and s.moments
+        scenes = world.scenes(s.video)
+        relevant = set(relevant_frames(s, len(scenes), world.config.fps))
+        if m := re.fullmatch(r"a (\w+) (\w+) appears", s.question):
+            truth = {t for t, f in enumerate(scenes) if (m[2], m[1]) in _objects(f)}
+        elif s.question == "the background turns dark":
+            truth = {t for t, f in enumerate(scenes) if f.background == "dark"}
+        elif m := re.fullmatch(r"the (\w+) (\w+) touches the square", s.question):
+            truth = {t for t, f in enumerate(scenes) if (_touch(f) or "")[:2] == (m[2], m[1])}
+        else:
+            m = re.fullmatch(r"the square turns (\w+)", s.question)
+            truth = {t for t, f in enumerate(scenes) if ("square", m[1]) in _objects(f)}
+        assert relevant == truth and len(truth) < len(scenes), s.question_id
+
+
+def test_splits_and_pools_are_disjoint(world):
+    pools = {(pool, split): set(world.video_ids(pool, split)) for pool, split in
+             [("qa", "train"), ("qa", "val"), ("qa", "test"), ("mr", "train"), ("mr", "val"), ("pt", "train"),
+              ("pt", "val")]}
+    ids = [v for vs in pools.values() for v in vs]
+    assert len(ids) == len(set(ids))
+    assert {s.video for s in world.qa_samples("val")} == pools["qa", "val"]
+    assert {s.video for s in world.moment_samples("train")} == pools["mr", "train"]
+    # Different ids give different videos, not copies.
+    assert not np.array_equal(world.render("qa-train-0000"), world.render("qa-val-0000"))
+
+
+def test_uniform_keyframes_miss_localised_moments_half_the_time():
+    world = MomentsWorld(WorldConfig(qa_videos={"train": 1, "val": 300, "test": 1}))
+    stats = world_statistics(world, "val", num_frames=32, k=4).set_index("question_type")
+    for family in ("descriptive", "temporal", "causal"):
+        assert stats.loc[family, "uniform_hit_rate"] <= 0.52, stats
+        assert 3 <= stats.loc[family, "mean_relevant_frames"] <= 4
+    assert stats.loc["counting", "uniform_sees_all"] < 0.4  # counting needs more than sparse keyframes
+
+
+def test_image_examples(world):
+    examples = world.image_examples("train", 300, seed=0)
+    assert len(examples) == 300
+    localizer_instructions = [*prompts.LOCALIZER_PROMPTS.values(), prompts.VLEP_LOCALIZER_PROMPT]
+    yes_no = Counter()
+    for frame, text, target in examples:
+        assert frame.shape == (32, 32, 3) and frame.dtype == np.uint8
+        assert not any(p in text for p in localizer_instructions)
+        if text.endswith(prompts.ANSWERER_INSTRUCTION):
+            assert target in [prompts.answer_target(i) for i in range(5)]
+        elif m := re.fullmatch(r"Question: Is there a (\w+) (\w+) in the image\? Answer:", text):
+            yes_no[target] += 1
+            if target == prompts.YES:  # the colour is on screen
+                assert (frame.reshape(-1, 3) == COLOURS[m[1]]).all(-1).any()
+        elif text == "Question: Is the background dark? Answer:":
+            yes_no[target] += 1
+            assert (tuple(frame[0, 0]) == (30, 30, 40)) == (target == prompts.YES)
+        else:
+            assert text == "Caption:" and target.endswith("background.")
+    assert yes_no[prompts.YES] > 0.35 * sum(yes_no.values()) and yes_no[prompts.NO] > 0.35 * sum(yes_no.values())
+
+
+def test_frame_reader(world):
+    sample = world.qa_samples("val")[0]
+    reader = WorldFrameReader(world)
+    info = reader.info(sample)
+    assert (info.num_frames, info.fps) == (32, 4.0)
+    frames = reader.read(sample, [3, 1, 3])
+    assert frames.shape == (3, 32, 32, 3) and np.array_equal(frames[0], world.render(sample.video)[3])
+
+
+def test_write_world_videos_round_trips_through_files(tmp_path):
+    from sevila_lib.datasets import read_unified_json
+    from sevila_lib.video import VideoFileReader
+
+    world = MomentsWorld(WorldConfig(qa_videos={"train": 1, "val": 2, "test": 1}))
+    path = write_world_videos(world, "val", tmp_path)
+    back = read_unified_json(path, dataset="world")
+    samples = world.qa_samples("val")
+    assert [(s.question_id, s.options, s.answer, s.question_type, s.moments) for s in back] == \
+        [(s.question_id, s.options, s.answer, s.question_type, s.moments) for s in samples]
+    reader = VideoFileReader(tmp_path / "videos")
+    assert reader.info(back[0]).num_frames == 32
+    decoded = reader.read(back[0], list(range(32))).astype(int)
+    assert np.abs(decoded - world.render(back[0].video)).mean() < 6  # lossy H.264, near-lossless settings
