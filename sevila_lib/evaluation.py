@@ -254,9 +254,9 @@ class Evaluator:
 
     def _row(self, sample, variant, num_frames, num_keyframes, prompt, sampled, selected, frame_scores, logits):
         relevant = None
-        if sample.moments:
-            candidates = sorted(set(sampled) | set(selected))
-            relevant = [i for i, r in zip(candidates, self._relevant(sample, candidates)) if r]
+        if sample.moments:  # every relevant frame of the whole video
+            every = range(self.reader.info(sample).num_frames)
+            relevant = [i for i, r in zip(every, self._relevant(sample, every)) if r]
         probs = logits.softmax(-1)
         return dict(question_id=sample.question_id, question_type=sample.question_type, dataset=sample.dataset,
                     variant=variant, num_frames=num_frames, num_keyframes=num_keyframes, prompt=prompt,

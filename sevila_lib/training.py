@@ -440,13 +440,16 @@ class EpochSampler(Sampler[int]):
 
 
 def make_accelerator(config: TrainConfig) -> Accelerator:
-    """An Accelerator for one stage: gradient accumulation, mixed precision, DDP with unused parameters allowed
-    (official `find_unused_parameters: True`)."""
+    """An Accelerator for one stage: gradient accumulation and mixed precision. DDP runs without
+    `find_unused_parameters` (official: True): transformers' Q-Former has no text-side layers, so every parameter
+    of the trained bridge gets a gradient at every step, and DDP would fail loudly if one did not."""
     precision = config.mixed_precision
     if precision == "auto":
         precision = "fp16" if torch.cuda.is_available() else "no"
-    kwargs = dict(gradient_accumulation_steps=config.grad_accum_steps, mixed_precision=precision,
-                  kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    # Without `cpu=True` Accelerate treats several CPU processes (torchrun, no GPU) as independent runs.
+    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    kwargs = dict(gradient_accumulation_steps=config.grad_accum_steps, mixed_precision=precision, cpu=multi_cpu,
+                  kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
     try:
         return Accelerator(**kwargs)
     except ValueError as err:

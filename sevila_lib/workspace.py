@@ -53,6 +53,24 @@ class Workspace:
 
         return copy.deepcopy(self.model)
 
+    def run_dir(self, name: str, seed: int = 0) -> Path:
+        """Where a training run of an earlier notebook keeps its bridges, e.g. "localizer_pretrained-seed0"."""
+        return self.runs_dir / f"{name}-seed{seed}"
+
+    def model_with(self, *runs: str | Path, seed: int = 0) -> tuple[SeViLA, list[str]]:
+        """A copy of the starting model with the bridges of earlier training runs loaded, in order (a run name
+        or a folder). Runs that do not exist yet are skipped and named in the returned list."""
+        from .checkpoints import BRIDGES_FILE, load_bridges
+
+        model, missing = self.fresh_model(), []
+        for run in runs:
+            folder = Path(run) if Path(run).is_absolute() else self.run_dir(str(run), seed)
+            if (folder / BRIDGES_FILE).exists():
+                load_bridges(model, folder)
+            else:
+                missing.append(str(run))
+        return model, missing
+
 
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
@@ -67,10 +85,10 @@ def open_workspace(profile: str = "mini", *, device: str = "cpu", max_questions:
                    reports_dir: str | Path | None = None, world_seed: int = 0,
                    dataset: str = "nextqa", train_annotations: str = "", val_annotations: str = "",
                    map_path: str = "", video_root: str = "", moment_annotations: str = "", moment_video_root: str = "",
-                   blip2: str = "Salesforce/blip2-flan-t5-xl", checkpoint: str = "") -> Workspace:
+                   blip2: str = "Salesforce/blip2-flan-t5-xl", checkpoint: str = "", smoke: bool = False) -> Workspace:
     """Build the workspace of a profile; `max_questions` caps every split (smoke runs, quick looks)."""
     reports_dir = _mkdir(Path(reports_dir or paths.REPORTS_DIR))
-    runs_dir = _mkdir(paths.CACHE_DIR / "runs" / profile)
+    runs_dir = _mkdir(paths.CACHE_DIR / "runs" / (f"{profile}-smoke" if smoke else profile))
     if profile == "mini":
         from .mini import load_mini
         from .world import MomentsWorld, WorldConfig, WorldFrameReader

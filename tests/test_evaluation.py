@@ -49,7 +49,7 @@ def test_variants_produce_one_row_per_question(setup):
         assert np.allclose(table.option_probs.map(sum), 1.0, atol=1e-5)
     gt = ev.run("ground_truth", num_frames=6, num_keyframes=2)
     # Frames 2..4 lie in [1 s, 2 s] at 2 fps; the 6 sampled frames are 1, 3, 5, 7, 9, 11.
-    assert gt.selected_frames.tolist()[0] == [1, 3] and gt.relevant_frames.tolist()[0] == [3]
+    assert gt.selected_frames.tolist()[0] == [1, 3] and gt.relevant_frames.tolist()[0] == [2, 3, 4]
 
 
 def test_localizer_variant_is_the_forward_chain(setup):
