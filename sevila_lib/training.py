@@ -17,6 +17,7 @@ optimizer/scheduler/RNG state and the data position, so `resume=True` continues 
 Run from a notebook (call the stage functions) or the command line, on CPU, one GPU or several:
     python -m sevila_lib.training train_answerer --config cfg.json --model mini --data world
     accelerate launch --num_processes 4 -m sevila_lib.training refine_localizer --preset nextqa_refine ...
+    torchrun --nproc_per_node 2 -m sevila_lib.training ...      (several CPU processes, gloo)
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ import shutil
 import sys
 import zlib
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -307,6 +308,15 @@ def pseudo_label_stats(table: pd.DataFrame) -> dict[str, float]:
             "positive_rate": float(table["label"].mean()) if len(table) else 0.0}
 
 
+def report_label_stats(table: pd.DataFrame, source: Path, output_dir: Path) -> dict[str, float]:
+    """`pseudo_label_stats`, printed and written to <output_dir>/label_stats.json (main process)."""
+    stats = pseudo_label_stats(table)
+    if PartialState().is_main_process:
+        print(f"pseudo-labels ({source}): " + ", ".join(f"{k} {v:.3g}" for k, v in stats.items()))
+        _atomic_write_text(output_dir / "label_stats.json", json.dumps({"source": str(source), **stats}, indent=2))
+    return stats
+
+
 def write_label_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write a pseudo-label table atomically (temp file + os.replace): .parquet, otherwise CSV."""
     path = Path(path)
@@ -361,7 +371,7 @@ class StageLoss(nn.Module):
         super().__init__()
         self.model, self.config, self.stored = model, config, stored
         self.epoch = 0
-        self.label_rows: list[dict[str, Any]] = []  # online pseudo-labels seen, for their statistics
+        self.label_rows: list[dict[str, Any]] = []  # online pseudo-labels since the last optimizer step
 
     def forward(self, batch: dict[str, Any]) -> Tensor:
         frames = batch["frames"]
@@ -557,27 +567,28 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-class CsvLog:
-    """step, epoch, loss, lr, samples — one row per logged optimizer step, appended as the run goes.
-    On resume, rows after the checkpoint (from the interrupted run) are dropped first."""
+class RowLog:
+    """A CSV appended as the run goes (nothing piles up in memory); the first column is the optimizer step.
+    On resume, rows the interrupted run wrote after its checkpoint are dropped first, so they are not doubled."""
 
-    def __init__(self, path: Path, enabled: bool, resume_step: int | None):
-        self.path, self.enabled = path, enabled
+    def __init__(self, path: Path, columns: Sequence[str], enabled: bool = True, resume_step: int | None = None):
+        self.path, self.columns, self.enabled = path, tuple(columns), enabled
         if not enabled:
             return
         rows: list[list[str]] = []
         if resume_step is not None and path.exists():
             with path.open(newline="") as handle:
                 rows = [r for r in list(csv.reader(handle))[1:] if r and int(r[0]) <= resume_step]
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         with tmp.open("w", newline="") as handle:
-            csv.writer(handle).writerows([LOG_COLUMNS, *rows])
+            csv.writer(handle).writerows([self.columns, *rows])
         os.replace(tmp, path)
 
-    def write(self, **row: Any) -> None:
-        if self.enabled:
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        if self.enabled and rows:
             with self.path.open("a", newline="") as handle:
-                csv.writer(handle).writerow([row[c] for c in LOG_COLUMNS])
+                csv.writer(handle).writerows([[row[c] for c in self.columns] for row in rows])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -641,7 +652,8 @@ def _loader(dataset: Dataset, config: TrainConfig, collate_fn: Callable | None, 
     # Its own generator: DataLoader draws a base seed per epoch, which must not consume the global torch RNG
     # (dropout's), or a resumed run would see different dropout masks.
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
-                        collate_fn=collate_fn or _default_collate(), generator=torch.Generator().manual_seed(config.seed))
+                        collate_fn=collate_fn or _default_collate(),
+                        generator=torch.Generator().manual_seed(config.seed))
     return loader, sampler
 
 
@@ -682,7 +694,12 @@ def run_stage(model: SeViLA, dataset: Dataset, config: TrainConfig, *, resume: b
                               f"batch {position.batches})")
         if position.batches >= len(loader):  # the checkpoint closed its epoch
             position = replace(position, epoch=position.epoch + 1, batches=0)
-        log = CsvLog(out / "log.csv", accelerator.is_main_process, position.step if checkpoint else None)
+        resume_step = position.step if checkpoint else None
+        log = RowLog(out / "log.csv", LOG_COLUMNS, accelerator.is_main_process, resume_step)
+        # Online pseudo-labels, one file per process (merged at the end) for their statistics.
+        label_log = RowLog(out / "online_labels" / f"rank-{accelerator.process_index}.csv",
+                           ("step", "epoch", *LABEL_COLUMNS), stored is None and config.stage == "refine_localizer",
+                           resume_step)
 
         steps_per_epoch = math.ceil(len(loader) / config.grad_accum_steps)
         total = config.epochs * steps_per_epoch if config.max_steps is None else min(
@@ -733,8 +750,10 @@ def run_stage(model: SeViLA, dataset: Dataset, config: TrainConfig, *, resume: b
                 bar.update(1)
                 bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{scheduler.lr:.2e}")
                 if position.step % config.log_every == 0:
-                    log.write(step=position.step, epoch=epoch, loss=step_loss, lr=scheduler.lr,
-                              samples=position.samples)
+                    log.write([dict(step=position.step, epoch=epoch, loss=step_loss, lr=scheduler.lr,
+                                    samples=position.samples)])
+                label_log.write([dict(row, step=position.step) for row in stage.label_rows])
+                stage.label_rows.clear()
                 if step_callback is not None:
                     step_callback(position.step, step_loss)
                 if config.checkpoint_every and position.step % config.checkpoint_every == 0:
@@ -746,15 +765,17 @@ def run_stage(model: SeViLA, dataset: Dataset, config: TrainConfig, *, resume: b
         bar.close()
         if last_saved != position.step:
             checkpoint = save_checkpoint(accelerator, model, config, optimizer, scheduler, position)
-        label_rows = gather_object(stage.label_rows) if accelerator.num_processes > 1 else stage.label_rows
         accelerator.free_memory()  # drop DDP hooks and references before the next stage wraps the model again
     result = TrainResult(config.stage, position.step, losses, out / "log.csv", Path(checkpoint), out)
-    if label_rows:
-        table = pd.DataFrame(label_rows)
-        result.label_stats = pseudo_label_stats(table)
+    if label_log.enabled:
         result.labels_path = out / "pseudo_labels_online.csv"
+        accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            write_label_table(table, result.labels_path)
+            parts = sorted((out / "online_labels").glob("rank-*.csv"))
+            write_label_table(pd.concat([pd.read_csv(f, dtype={"question_id": str}) for f in parts])
+                              .sort_values(["step", "question_id", "position"]), result.labels_path)
+        accelerator.wait_for_everyone()
+        result.label_stats = report_label_stats(read_label_table(result.labels_path), result.labels_path, out)
     return result
 
 
@@ -786,8 +807,8 @@ def pretrain_localizer(model: SeViLA, moment_dataset: Dataset, config: TrainConf
                      collate_fn=collate_fn, step_callback=step_callback)
 
 
-def compute_pseudo_labels(model: SeViLA, dataset: Dataset, config: TrainConfig, path: str | os.PathLike | None = None,
-                          collate_fn: Callable | None = None) -> pd.DataFrame:
+def compute_pseudo_labels(model: SeViLA, dataset: Dataset, config: TrainConfig,
+                          path: str | os.PathLike | None = None, collate_fn: Callable | None = None) -> pd.DataFrame:
     """Label every frame of `dataset` once with the frozen Answerer (each frame alone, teacher-forced letter
     logits) and write the table (question_id, frame_index, position, gold_prob, correct, label) atomically.
 
@@ -807,7 +828,8 @@ def compute_pseudo_labels(model: SeViLA, dataset: Dataset, config: TrainConfig, 
             if batch is None:
                 continue
             features = model.encode_frames(batch["frames"])
-            logits = model.answer_each_frame(features, _qa_texts(batch), batch["num_options"], readout="teacher_forced")
+            logits = model.answer_each_frame(features, _qa_texts(batch), batch["num_options"],
+                                             readout="teacher_forced")  # (B, n, O)
             rows += label_row_dicts(batch, pseudo_labels(logits, batch["answer"], config.label_policy, config.tau))
     if accelerator.num_processes > 1:
         rows = gather_object(rows)  # even_batches repeats a few items on the last batch: dropped below
@@ -833,8 +855,7 @@ def refine_localizer(model: SeViLA, dataset: Dataset, config: TrainConfig, *, re
     path = Path(config.labels_path or Path(config.output_dir) / "pseudo_labels.csv")
     table = read_label_table(path) if resume and path.exists() else compute_pseudo_labels(
         model, dataset, config, path, collate_fn)
-    stats = pseudo_label_stats(table)
-    print(f"pseudo-labels {path}: {stats}")
+    stats = report_label_stats(table, path, Path(config.output_dir))
     with _dataset_setting(dataset, train=False):
         result = run_stage(model, dataset, config, resume=resume, stored=LabelLookup(table, str(path)),
                            collate_fn=collate_fn, step_callback=step_callback)
@@ -863,13 +884,15 @@ def iterative_refinement(model: SeViLA, qa_dataset: Dataset, rounds: int, answer
     for r in range(1, rounds + 1):
         round_dir = base / f"round-{r}"
         a_cfg = replace(_check_stage(answerer_config, "train_answerer"), output_dir=str(round_dir / "answerer"))
-        l_cfg = replace(_check_stage(localizer_config, "refine_localizer"), output_dir=str(round_dir / "localizer"))
+        l_cfg = replace(_check_stage(localizer_config, "refine_localizer"), output_dir=str(round_dir / "localizer"),
+                        labels_path="")  # each round labels with its own answerer
         with _dataset_setting(qa_dataset, num_frames=a_cfg.num_frames):
             answerer = train_answerer(model, qa_dataset, a_cfg, resume=resume, collate_fn=collate_fn)
         with _dataset_setting(qa_dataset, num_frames=l_cfg.num_frames):
             localizer = refine_localizer(model, qa_dataset, l_cfg, resume=resume, collate_fn=collate_fn)
         if PartialState().is_main_process:
             save_bridges(model, round_dir / "bridges", which="both")
+        PartialState().wait_for_everyone()
         results.append(RoundResult(r, answerer, localizer, round_dir / "bridges"))
     return results
 

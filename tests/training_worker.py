@@ -45,7 +45,8 @@ class RandomVideoQA(Dataset):
             "frame_indices": list(range(0, 4 * self.num_frames, 4)),
             "question_id": f"q{index}",
             "qa_text": None if self.moments else prompts.answerer_text(question, options),
-            "loc_text": prompts.moment_query_text(question) if self.moments else prompts.localizer_text(question, options),
+            "loc_text": (prompts.moment_query_text(question) if self.moments
+                         else prompts.localizer_text(question, options)),
             "target": None if self.moments else prompts.answer_target(answer),
             "answer": None if self.moments else answer,
             "num_options": 0 if self.moments else len(options),
@@ -61,23 +62,28 @@ def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-def distributed_config(out_dir: str, batch_size: int):
+def distributed_configs(out_dir: str, batch_size: int) -> list:
+    """Answerer fine-tuning, then online and stored refinement of the localizer, on the same model in sequence.
+    Uniform keyframes and dropout off (in the saved model) leave no randomness that differs between processes."""
     from sevila_lib.training import TrainConfig
 
-    # Uniform keyframes: the run has no randomness left except dropout, which the saved model switches off.
-    return TrainConfig(stage="train_answerer", init_lr=1e-3, warmup_steps=2, epochs=2, batch_size=batch_size,
-                       num_frames=6, num_keyframes=3, keyframe_source="uniform", seed=0, output_dir=out_dir,
-                       progress_bar=False)
+    common = dict(init_lr=1e-3, warmup_steps=2, epochs=2, batch_size=batch_size, num_frames=6, num_keyframes=3,
+                  seed=0, progress_bar=False)
+    return [TrainConfig(stage="train_answerer", keyframe_source="uniform", output_dir=f"{out_dir}/answerer", **common),
+            TrainConfig(stage="refine_localizer", label_policy="threshold", tau=0.2, output_dir=f"{out_dir}/online",
+                        **common),
+            TrainConfig(stage="refine_localizer", label_mode="stored", output_dir=f"{out_dir}/stored", **common)]
 
 
 def main(argv: Sequence[str]) -> None:
     torch.set_num_threads(1)
     from sevila_lib.checkpoints import from_hf_blip2
-    from sevila_lib.training import train_answerer
+    from sevila_lib.training import STAGE_FUNCTIONS
 
     model_dir, out_dir, batch_size = argv[0], argv[1], int(argv[2])
     model, _ = from_hf_blip2(model_dir)
-    train_answerer(model, RandomVideoQA(size=8), distributed_config(out_dir, batch_size), collate_fn=collate)
+    for config in distributed_configs(out_dir, batch_size):
+        STAGE_FUNCTIONS[config.stage](model, RandomVideoQA(size=8), config, collate_fn=collate)
 
 
 if __name__ == "__main__":
