@@ -545,11 +545,13 @@ class VideoQADataset(Dataset):
     """
 
     def __init__(self, samples: Sequence[VideoQASample], reader: FrameReader, num_frames: int, image_size: int,
-                 train: bool = False, seed: int = 0, prompt: str = "official", on_error: str = "raise"):
+                 train: bool = False, seed: int = 0, prompt: str = "official", on_error: str = "raise",
+                 crop: bool = True):
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         self.samples, self.reader, self.num_frames, self.image_size = list(samples), reader, num_frames, image_size
         self.train, self.seed, self.prompt, self.on_error, self.epoch = train, seed, prompt, on_error, 0
+        self.crop = crop  # train mode's random resized crop (off for the 32x32 mini world: it cuts objects out)
         self.skipped: list[Skip] = []
         self.repeated: list[str] = []
 
@@ -573,7 +575,7 @@ class VideoQADataset(Dataset):
         except ValueError as err:
             raise VideoError(self._where(sample), str(err), sample.question_id) from err
         frames = self.reader.read(sample, indices)
-        return frames_to_tensor(frames, self.image_size, self.train, rng), indices, repeated
+        return frames_to_tensor(frames, self.image_size, self.train and self.crop, rng), indices, repeated
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         sample = self.samples[index]
@@ -593,8 +595,7 @@ class VideoQADataset(Dataset):
         if sample.dataset == "qvh" or not sample.options:
             qa_text, loc_text = None, prompts.moment_query_text(sample.question or "", self.prompt)
         else:
-            qa_text = prompts.answerer_text(sample.question, sample.options, sample.dataset)
-            loc_text = prompts.localizer_text(sample.question, sample.options, sample.dataset, self.prompt)
+            qa_text, loc_text = prompts.sample_qa_text(sample), prompts.sample_loc_text(sample, self.prompt)
         return {
             "frames": frames,  # (T, 3, S, S)
             "frame_indices": indices,

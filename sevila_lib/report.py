@@ -49,6 +49,16 @@ def side_by_side(
     return out
 
 
+def beside_paper(ours: pd.DataFrame, paper: pd.DataFrame, on: str | list[str], ours_columns: Sequence[str],
+                 paper_columns: Sequence[str]) -> pd.DataFrame:
+    """Our columns (suffixed " (ours)") beside the paper's (suffixed " (paper)") for our rows, matched on `on`.
+    Unlike `side_by_side` the two column sets may differ, e.g. the mini world's accuracy beside NExT-QA's."""
+    keys = [on] if isinstance(on, str) else list(on)
+    left = ours[[*keys, *ours_columns]].rename(columns={c: f"{c} (ours)" for c in ours_columns})
+    right = paper[[*keys, *paper_columns]].rename(columns={c: f"{c} (paper)" for c in paper_columns})
+    return left.merge(right, on=keys, how="left")
+
+
 def _cell(value: object, floatfmt: str) -> str:
     if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
         return "–"

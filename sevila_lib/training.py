@@ -359,6 +359,30 @@ class LabelLookup:
                            "deterministic frames, or use label_mode='online'") from None
 
 
+class ScoreLookup:
+    """Frozen-Localizer scores by (question_id, frame_index), computed once (`evaluation.Evaluator.frame_scores`
+    over every frame of each video) and reused at every step and epoch of Answerer fine-tuning.
+
+    Exact only when a frame's score cannot change between steps: no random crop and no dropout in the
+    selection pass (the mini world's recipe). With the official crop, the Localizer must score online.
+    """
+
+    def __init__(self, scores: dict[tuple[str, int], float]):
+        self.scores = scores
+
+    @classmethod
+    def from_frame_scores(cls, frame_scores: dict[str, Tensor], frame_indices: dict[str, Sequence[int]]):
+        return cls({(q, int(f)): float(s) for q, row in frame_scores.items()
+                    for f, s in zip(frame_indices[q], row.tolist())})
+
+    def __call__(self, question_ids: Sequence[str], frame_indices: Sequence[Sequence[int]]) -> Tensor:
+        try:
+            return torch.tensor([[self.scores[(str(q), int(f))] for f in frames]
+                                 for q, frames in zip(question_ids, frame_indices)])
+        except KeyError as err:
+            raise KeyError(f"no cached Localizer score for (question_id, frame_index)={err.args[0]}") from None
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The loss of one stage, as a module (so DDP sees a forward())
 # ---------------------------------------------------------------------------------------------------------
@@ -367,9 +391,10 @@ class StageLoss(nn.Module):
     """batch -> loss for one stage. SeViLA's training methods are not `forward`, and DistributedDataParallel
     only synchronises gradients of computations that run through a wrapped module's forward."""
 
-    def __init__(self, model: SeViLA, config: TrainConfig, stored: LabelLookup | None = None):
+    def __init__(self, model: SeViLA, config: TrainConfig, stored: LabelLookup | None = None,
+                 keyframe_scores: ScoreLookup | None = None):
         super().__init__()
-        self.model, self.config, self.stored = model, config, stored
+        self.model, self.config, self.stored, self.keyframe_scores = model, config, stored, keyframe_scores
         self.epoch = 0
         self.label_rows: list[dict[str, Any]] = []  # online pseudo-labels since the last optimizer step
 
@@ -400,6 +425,10 @@ class StageLoss(nn.Module):
         if source == "random":
             return torch.tensor([random_keyframes(n, k, _item_rng(self.config.seed, self.epoch, qid))
                                  for qid in batch["question_id"]])
+        if self.keyframe_scores is not None:
+            if self.config.labelling_dropout:
+                raise ValueError("cached Localizer scores cannot reproduce dropout in the selection pass")
+            return scoring.select_keyframes(self.keyframe_scores(batch["question_id"], batch["frame_indices"]), k)
         with torch.no_grad(), labelling_mode(self.model, self.config.labelling_dropout):
             return scoring.select_keyframes(self.model.localize(features, batch["loc_text"]), k)
 
@@ -665,7 +694,8 @@ def _ignore_frozen_in_ddp(stage: StageLoss, bridge: str) -> None:
 
 
 def run_stage(model: SeViLA, dataset: Dataset, config: TrainConfig, *, resume: bool = False,
-              stored: LabelLookup | None = None, collate_fn: Callable | None = None,
+              stored: LabelLookup | None = None, keyframe_scores: ScoreLookup | None = None,
+              collate_fn: Callable | None = None,
               step_callback: Callable[[int, float], None] | None = None) -> TrainResult:
     """The one training loop behind every stage. `step_callback(step, loss)` runs after each optimizer step,
     before that step's checkpoint (tests raise in it to simulate a crash)."""
@@ -679,7 +709,7 @@ def run_stage(model: SeViLA, dataset: Dataset, config: TrainConfig, *, resume: b
         raise ValueError(f"the dataset samples {dataset.num_frames} frames, config.num_frames is {config.num_frames}")
 
     with _train_only(model, config.bridge, config.llm_dropout):
-        stage = StageLoss(model, config, stored)
+        stage = StageLoss(model, config, stored, keyframe_scores)
         optimizer = build_optimizer(stage, config)
         scheduler = LinearWarmupCosineLR(optimizer, config)
         loader, sampler = _loader(dataset, config, collate_fn, config.shuffle)
@@ -790,14 +820,16 @@ def _check_stage(config: TrainConfig, stage: str) -> TrainConfig:
 
 
 def train_answerer(model: SeViLA, dataset: Dataset, config: TrainConfig, *, resume: bool = False,
-                   collate_fn: Callable | None = None, step_callback: Callable | None = None) -> TrainResult:
+                   collate_fn: Callable | None = None, step_callback: Callable | None = None,
+                   keyframe_scores: ScoreLookup | None = None) -> TrainResult:
     """Fine-tune the Answerer on k keyframes of the n training frames (forward chain, spec §2.5).
 
     keyframe_source: "localizer" — the frozen Localizer's top-k (official); "uniform" — segment midpoints;
     "random" — one random frame per segment, fresh each epoch (paper Table 8's "Random" training).
+    keyframe_scores: the frozen Localizer's scores computed once (see `ScoreLookup`) instead of every step.
     """
     return run_stage(model, dataset, _check_stage(config, "train_answerer"), resume=resume, collate_fn=collate_fn,
-                     step_callback=step_callback)
+                     step_callback=step_callback, keyframe_scores=keyframe_scores)
 
 
 def pretrain_localizer(model: SeViLA, moment_dataset: Dataset, config: TrainConfig, *, resume: bool = False,
@@ -847,14 +879,15 @@ def refine_localizer(model: SeViLA, dataset: Dataset, config: TrainConfig, *, re
     online (official): labels recomputed every step on that step's frames. stored: labels computed once over the
     dataset's eval-mode frames into a table (`compute_pseudo_labels`); training then also runs on eval-mode
     frames (no random frame choice or crop), because labels are looked up by (question_id, frame_index).
-    An existing table at `labels_path` is reused when resuming.
+    An existing table is used as is when it was named explicitly (`labels_path`, e.g. a table relabelled at
+    another threshold) or when resuming; otherwise the labels are computed.
     """
     config = _check_stage(config, "refine_localizer")
     if config.label_mode == "online":
         return run_stage(model, dataset, config, resume=resume, collate_fn=collate_fn, step_callback=step_callback)
     path = Path(config.labels_path or Path(config.output_dir) / "pseudo_labels.csv")
-    table = read_label_table(path) if resume and path.exists() else compute_pseudo_labels(
-        model, dataset, config, path, collate_fn)
+    reuse = path.exists() and (resume or bool(config.labels_path))
+    table = read_label_table(path) if reuse else compute_pseudo_labels(model, dataset, config, path, collate_fn)
     stats = report_label_stats(table, path, Path(config.output_dir))
     with _dataset_setting(dataset, train=False):
         result = run_stage(model, dataset, config, resume=resume, stored=LabelLookup(table, str(path)),

@@ -409,7 +409,7 @@ def frames_to_tensor(frames: np.ndarray | torch.Tensor, image_size: int, train: 
     all frames of the clip. Official decoding resizes inside decord and crops the 224×224 result; we crop the
     full frame instead, so pixels differ slightly but the crop covers the same fraction of the scene.
     """
-    video = torch.as_tensor(np.asarray(frames)).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
+    video = torch.tensor(np.asarray(frames)).permute(0, 3, 1, 2).float()  # (T, 3, H, W); copies read-only frames
     if train:
         if rng is None:
             raise ValueError("train=True needs a numpy.random.Generator (rng) for the crop")

@@ -32,6 +32,10 @@ class Workspace:
     device: str = "cpu"
     world: object | None = None
     notes: list[str] = field(default_factory=list)
+    moment_reader: FrameReader | None = None  # frames of the moment-retrieval videos (default: `reader`)
+
+    def __post_init__(self):
+        self.moment_reader = self.moment_reader or self.reader
 
     @property
     def tables_dir(self) -> Path:
@@ -118,5 +122,5 @@ def open_workspace(profile: str = "mini", *, device: str = "cpu", max_questions:
         if moment_annotations:
             moments["train"] = _limit(read_annotations("qvh", moment_annotations), max_questions)
         return Workspace(profile, model, VideoFileReader(video_root), questions, moments, reports_dir, runs_dir,
-                         device, None, notes)
+                         device, None, notes, VideoFileReader(moment_video_root or video_root))
     raise ValueError(f"unknown profile {profile!r}; use 'mini' or 'paper'")
