@@ -43,12 +43,12 @@ class PretrainConfig:
     seed: int = 0
     single_examples: int = 24_000
     set_examples: int = 12_000
-    steps: int = 2_000
+    steps: int = 3_500
     batch_size: int = 32
-    lr: float = 1e-3
-    warmup_steps: int = 200
+    lr: float = 4e-4  # 1e-3 stalls: the open-ended colour question stays at chance (measured)
+    warmup_steps: int = 100
     weight_decay: float = 0.05
-    threads: int = 2  # fixed, so the same command gives the same weights on any machine with >= 2 cores
+    threads: int = 1  # fixed, so the same command gives the same weights on any machine
 
 
 def mini_config(vocab_size: int) -> SevilaConfig:
@@ -86,7 +86,7 @@ def image_set_examples(world: world_mod.MomentsWorld, split: str, n: int, seed: 
     frames_of = lambda vid, t: world.render(vid)[t]  # noqa: E731
     out = []
     while len(out) < n:
-        kind = str(rng.choice(["colour", "shape", "dark", "touch"]))
+        kind = str(rng.choice([k for k in world_mod.FRAME_QA_KINDS if k != "count"]))
         vid, t = videos[int(rng.integers(len(videos)))], int(rng.integers(world.config.num_frames))
         made = world_mod._frame_question(world.scenes(vid)[t], kind, rng)
         if made is None:
@@ -160,7 +160,7 @@ def pretrain(config: PretrainConfig = PretrainConfig(), out_dir: str | Path = pa
             optimizer.step()
             schedule.step()
             step += 1
-            if step % 250 == 0 or step == config.steps:
+            if step % 500 == 0 or step == config.steps:
                 log(f"step {step}/{config.steps} loss {loss.item():.4f} ({time.time() - started:.0f} s)")
             if step == config.steps:
                 break

@@ -23,7 +23,7 @@ PROFILES: dict[str, dict] = {
     "mini": dict(profile="mini"),  # the embedded default: the moments world + the shipped mini BLIP-2
     "paper": dict(profile="paper", device="cuda"),  # real data and weights on a GPU: pass the paths with -p
 }
-SMOKE = dict(smoke=True, max_questions=12)  # tiny question limits and training steps, for `make test`
+SMOKE = dict(smoke=True, max_questions=8)  # tiny question limits and training steps, for `make test`
 
 
 def notebook_paths(notebooks_dir: Path = paths.NOTEBOOKS_DIR) -> list[Path]:
