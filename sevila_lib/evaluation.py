@@ -281,25 +281,6 @@ def ground_truth_keyframes(relevant: Sequence[bool], k: int) -> list[int]:
 
 def save_predictions(table: pd.DataFrame, path: str | Path) -> Path:
     """Write a predictions table atomically (parquet keeps the list columns; .csv also works)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix == ".parquet":
-        table.to_parquet(tmp, index=False)
-    else:
-        table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    from .report import write_dataframe
 
-
-def summary(table: pd.DataFrame, **labels) -> dict:
-    """One results row for a predictions table: `labels` (e.g. variant, k), accuracy in the paper's columns
-    (percent), and, where relevant frames are known, keyframe hit-rate and recall (percent)."""
-    from . import metrics
-
-    row = {**labels, "questions": len(table), **metrics.summarize(table).round(2).to_dict()}
-    if "relevant_frames" in table and table["relevant_frames"].notna().any():
-        localized = table[table["question_type"] != "counting"] if "counting" in set(table["question_type"]) else table
-        row["hit_rate"] = round(100 * metrics.keyframe_hit_rate(localized), 2)
-        row["recall"] = round(100 * metrics.keyframe_recall(localized), 2)
-    return row
+    return write_dataframe(table, path)

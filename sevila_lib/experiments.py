@@ -23,10 +23,10 @@ from .workspace import Workspace
 PAPER_RECIPES = {"pretrain_localizer": "qvh_pretrain", "train_answerer": "nextqa_answerer",
                  "refine_localizer": "nextqa_refine"}
 MINI_RECIPES: dict[str, dict] = {
-    "pretrain_localizer": dict(init_lr=2e-4, warmup_steps=20, epochs=3, batch_size=8, num_frames=8),
-    "train_answerer": dict(init_lr=2e-4, warmup_steps=20, epochs=3, batch_size=8, num_frames=32,
+    "pretrain_localizer": dict(init_lr=2e-4, warmup_steps=20, epochs=2, batch_size=8, num_frames=8),
+    "train_answerer": dict(init_lr=2e-4, warmup_steps=20, epochs=2, batch_size=8, num_frames=32,
                            num_keyframes=4, keyframe_source="localizer"),
-    "refine_localizer": dict(init_lr=2e-4, warmup_steps=20, epochs=3, batch_size=8, num_frames=4,
+    "refine_localizer": dict(init_lr=2e-4, warmup_steps=20, epochs=2, batch_size=8, num_frames=4,
                              label_mode="online", label_policy="argmax"),
 }
 SMOKE = dict(epochs=1, max_steps=2)

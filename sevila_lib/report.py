@@ -121,6 +121,20 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def write_dataframe(table: pd.DataFrame, path: str | Path) -> Path:
+    """Write a DataFrame atomically (temp file + os.replace): .parquet keeps list columns, anything else is CSV.
+    An interrupted run never leaves a half-written file that a later step would read as complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    if path.suffix == ".parquet":
+        table.to_parquet(tmp, index=False)
+    else:
+        table.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
 def write_table(df: pd.DataFrame, path_stem: str | Path, floatfmt: str = ".1f") -> list[Path]:
     """Write `df` as `<stem>.md`, `<stem>.tex` and `<stem>.csv` (full precision), each atomically; returns paths."""
     stem = Path(path_stem)

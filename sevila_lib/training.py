@@ -319,15 +319,9 @@ def report_label_stats(table: pd.DataFrame, source: Path, output_dir: Path) -> d
 
 def write_label_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write a pseudo-label table atomically (temp file + os.replace): .parquet, otherwise CSV."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix == ".parquet":
-        table.to_parquet(tmp, index=False)
-    else:
-        table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    from .report import write_dataframe
+
+    return write_dataframe(table, path)
 
 
 def read_label_table(path: str | os.PathLike) -> pd.DataFrame:
