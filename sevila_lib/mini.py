@@ -217,7 +217,8 @@ def write_model_card(model: SeViLA, accuracy: pd.DataFrame, out_dir: str | Path 
              "unordered image sets of the kit's synthetic moments world (`sevila_lib/mini.py` says exactly what "
              "it sees). It is the embedded default that lets SeViLA run end to end on a laptop CPU. It is not "
              "a video model and knows nothing about time.", "",
-             "Regenerate: `make mini-model` (= `python -m sevila_lib.mini train`), 2 CPU threads, seed 0. "
+             f"Regenerate: `make mini-model` (= `python -m sevila_lib.mini train`), "
+             f"{PretrainConfig.threads} CPU thread(s), seed {PretrainConfig.seed}, {PretrainConfig.steps} steps. "
              "Stored in the Hugging Face BLIP-2 layout (config.json, model.safetensors, tokenizer.json), so it "
              "loads through the same code path as `Salesforce/blip2-flan-t5-xl`.", "",
              "## Sizes", "", "| part | parameters |", "|---|---|"]
@@ -227,6 +228,10 @@ def write_model_card(model: SeViLA, accuracy: pd.DataFrame, out_dir: str | Path 
               "## Image-level accuracy (held-out videos; computed by `python -m sevila_lib.mini evaluate`)", "",
               "| task | accuracy | examples |", "|---|---|---|"]
     lines += [f"| {r.task} | {100 * r.accuracy:.1f}% | {r.examples} |" for r in accuracy.itertuples()]
+    frame_level = accuracy[accuracy.task.str.startswith("video question")]
+    target_met = bool(len(frame_level)) and bool((frame_level.accuracy >= 0.9).all())
+    lines += ["", f"Target: at least 90% on video questions read from one relevant frame — "
+              f"{'met' if target_met else 'NOT met'} by this checkpoint (see the table)."]
     if seconds is not None:
         lines += ["", f"Training took {seconds:.0f} s on this machine."]
     path = Path(out_dir) / "README.md"
