@@ -284,3 +284,16 @@ def save_predictions(table: pd.DataFrame, path: str | Path) -> Path:
     from .report import write_dataframe
 
     return write_dataframe(table, path)
+
+
+def summary(table: pd.DataFrame, **labels) -> dict:
+    """One results row for a predictions table: `labels` (e.g. variant, k), accuracy in the paper's columns
+    (percent), and, where relevant frames are known, keyframe hit-rate and recall (percent)."""
+    from . import metrics
+
+    row = {**labels, "questions": len(table), **metrics.summarize(table).round(2).to_dict()}
+    if "relevant_frames" in table and table["relevant_frames"].notna().any():
+        localized = table[table["question_type"] != "counting"] if "counting" in set(table["question_type"]) else table
+        row["hit_rate"] = round(100 * metrics.keyframe_hit_rate(localized), 2)
+        row["recall"] = round(100 * metrics.keyframe_recall(localized), 2)
+    return row

@@ -114,3 +114,12 @@ def test_save_predictions_round_trip(setup, tmp_path):
     back = pd.read_parquet(save_predictions(table, tmp_path / "p.parquet"))
     assert back.selected_frames.map(list).tolist() == table.selected_frames.tolist()
     assert model_fingerprint(model) == model_fingerprint(model)
+
+
+def test_summary_row_has_accuracy_and_hit_rate(setup):
+    from sevila_lib.evaluation import summary
+
+    model, samples, reader = setup
+    row = summary(Evaluator(model, samples, reader, progress=False).run("localizer", 6, 2), variant="localizer")
+    assert row["variant"] == "localizer" and row["questions"] == 3
+    assert {"world_avg", "hit_rate", "recall"} <= set(row)
