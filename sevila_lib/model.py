@@ -76,6 +76,8 @@ class ChainOutput:
 class SeViLA(nn.Module):
     """Frozen ViT + Localizer + Answerer + frozen T5, built from a `SevilaConfig` and a T5 tokenizer."""
 
+    T5_SEQUENCES_PER_CALL = 32  # single-frame T5 calls hold at least this many sequences (each_question_single_frames)
+
     def __init__(self, config: SevilaConfig, tokenizer):
         super().__init__()
         self.config = config
@@ -155,6 +157,33 @@ class SeViLA(nn.Module):
         ones = torch.ones(b * t, prefix.shape[1] + q, dtype=text_mask.dtype, device=self.device)
         return embeds, torch.cat([ones, text_mask], dim=1)
 
+    def each_question_single_frames(self, visual: Tensor, texts: Sequence[str], read) -> Tensor:
+        """`read(embeds, mask)` on the single-frame sequences of `single_frame_inputs`, one T5 call per question
+        (or per few questions when T is small), stacked: visual (B, T, Q, D) -> (B, T, ...).
+
+        A question's T sequences share its text, so a call per question pads nothing (one call over all B × T
+        sequences would pad every text to the longest of the batch: 15–20% of the tokens in mini-world batches
+        of 8) and stays cache-sized; with T ≥ 32 the localizer scores are then bit-identical to the official
+        per-question `generate()`. Below `T5_SEQUENCES_PER_CALL` sequences per question, consecutive questions
+        share a call (padded among themselves), as per-call overhead would outweigh the padding saved.
+        Measured in benchmarks/ (reports/benchmarks.md). Texts are tokenised once per batch.
+        """
+        b, t, q, _ = visual.shape
+        text, text_mask = self._prompt(texts)  # (B, L, D) padded to the longest text of the batch
+        prefix = self._llm_dtype(self._embed(self._frame_prefix_ids))
+        per_call = -(-self.T5_SEQUENCES_PER_CALL // t)  # questions per T5 call
+        out = []
+        for start in range(0, b, per_call):
+            group = slice(start, start + per_call)
+            n = len(text[group])
+            keep = text_mask[group].any(0)  # drop the columns that are padding for every question of the group
+            embeds = torch.cat([prefix[None].expand(n * t, -1, -1), self._llm_dtype(visual[group].flatten(0, 1)),
+                                text[group][:, keep].repeat_interleave(t, 0)], dim=1)
+            mask = torch.cat([torch.ones(n * t, prefix.shape[0] + q, dtype=text_mask.dtype, device=self.device),
+                              text_mask[group][:, keep].repeat_interleave(t, 0)], dim=1)
+            out.append(read(embeds, mask).unflatten(0, (n, t)))
+        return torch.cat(out)
+
     def keyframe_inputs(self, visual: Tensor, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
         """One T5 sequence per question: ["Frame 1: ", tokens, …, "Frame k: ", tokens, text</s>].
         visual (B, k, Q, D) -> embeds (B, L, D), mask (B, L)."""
@@ -173,8 +202,8 @@ class SeViLA(nn.Module):
         """Score every frame for its question. features (B, T, P, Dv) -> scores (B, T)"""
         b, t = features.shape[:2]
         visual = self.localizer(features.flatten(0, 1)).unflatten(0, (b, t))
-        embeds, mask = self.single_frame_inputs(visual, loc_texts)
-        return scoring.yes_scores(self.llm, embeds, mask, self.answer_tokens, kind).view(b, t)
+        score = lambda embeds, mask: scoring.yes_scores(self.llm, embeds, mask, self.answer_tokens, kind)  # noqa: E731
+        return self.each_question_single_frames(visual, loc_texts, score)
 
     def localizer_loss(self, features: Tensor, loc_texts: Sequence[str], labels: Tensor) -> Tensor:
         """T5 cross-entropy of "yes"/"no" per frame (pre-training and the reverse chain). labels (B, T) bool"""
@@ -199,9 +228,10 @@ class SeViLA(nn.Module):
         features (B, T, P, Dv) -> (B, T, max options)"""
         b, t = features.shape[:2]
         visual = self.answerer(features.flatten(0, 1)).unflatten(0, (b, t))
-        embeds, mask = self.single_frame_inputs(visual, qa_texts)
-        per_frame = [n for n in self._option_counts(num_options, b) for _ in range(t)]
-        return self._option_logits(embeds, mask, per_frame, readout).unflatten(0, (b, t))
+        counts = self._option_counts(num_options, b)
+        logits = self.each_question_single_frames(visual, qa_texts, lambda embeds, mask: scoring.option_logits(
+            self.llm, embeds, mask, self.answer_tokens, max(counts), readout))  # (B, T, max options)
+        return self._mask_missing_options(logits, counts)
 
     def answerer_loss(self, features: Tensor, qa_texts: Sequence[str], answers: Sequence[int]) -> Tensor:
         """T5 cross-entropy of "Option X" given k keyframes. features (B, k, P, Dv)"""
@@ -237,9 +267,15 @@ class SeViLA(nn.Module):
                        readout: str) -> Tensor:
         counts = self._option_counts(num_options, len(embeds))
         logits = scoring.option_logits(self.llm, embeds, mask, self.answer_tokens, max(counts), readout)
-        # Questions with fewer options than the widest in the batch can never pick a missing letter.
-        missing = torch.arange(max(counts), device=logits.device)[None] >= torch.tensor(counts, device=logits.device)[:, None]
-        return logits.masked_fill(missing, float("-inf"))
+        return self._mask_missing_options(logits, counts)
+
+    @staticmethod
+    def _mask_missing_options(logits: Tensor, counts: Sequence[int]) -> Tensor:
+        """Questions with fewer options than the widest in the batch can never pick a missing letter.
+        logits (B, ..., max options); counts: B option counts."""
+        letters = torch.arange(logits.shape[-1], device=logits.device)
+        missing = letters >= torch.tensor(counts, device=logits.device)[:, None]  # (B, max options)
+        return logits.masked_fill(missing.view(len(counts), *[1] * (logits.dim() - 2), -1), float("-inf"))
 
     def _seq2seq_loss(self, embeds: Tensor, mask: Tensor, targets: Sequence[str]) -> Tensor:
         labels = self.tokenizer(list(targets), padding="longest", return_tensors="pt")["input_ids"].to(self.device)
