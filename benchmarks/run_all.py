@@ -95,11 +95,12 @@ without projecting all encoder states to keys and values (the "localizer first d
 measured in the last row; it stays out because its scores are no longer bit-identical to `generate()` (at the base
 shape they move by more than 1e-5) and it re-implements T5's decoder step by hand.
 
-**Not applied, outside the files this work may change:** the localizer bridge output does not depend on the
-prompt, so `Evaluator.frame_scores` could cache it per video and run only the T5 part per prompt (section 2 gives
-the predicted effect on a sweep). Also, `FeatureCache`'s default memory layer of 256 videos holds 256 × 32 × 197 ×
-768 × 4 B ≈ 4.8 GB of features at the base shape (≈ 12 GB at ViT-g); streamed evaluation needs a smaller
-`max_videos` (8 here)."""
+**Applied after the first full run (`sevila_lib/evaluation.py`):** the localizer bridge output does not depend on
+the prompt, so `Evaluator.frame_scores(n, prompt, also=[...])` runs the bridge once per frame and only the T5 part
+per prompt (section 2's sweep and `notebooks/04_ablation_prompts` use it); the Evaluator also looks up the
+Answerer's logits for a (question, selected frames) pair it has met before. `FeatureCache`'s memory layer, which
+used to be bounded only by a count of 256 videos (≈ 4.8 GB at the base shape, ≈ 12 GB at ViT-g), is now also
+bounded by bytes (1 GiB by default); the streamed-evaluation rows use an LRU of 8 videos."""
 
 
 def missed_targets(ctx: Context) -> list[str]:

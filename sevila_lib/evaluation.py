@@ -60,18 +60,28 @@ def video_key(reader: FrameReader, sample: VideoQASample) -> str:
 class FeatureCache:
     """Frozen-ViT features per (video, frame index): an in-memory LRU in front of safetensors files on disk.
 
-    `root=None` keeps features in memory only. The memory layer holds at most `max_videos` videos, so
-    evaluating more questions does not grow memory (streamed evaluation).
+    `root=None` keeps features in memory only. The memory layer holds at most `max_videos` videos and at most
+    `max_bytes` of features (least recently used first out), so evaluating more questions does not grow memory
+    (streamed evaluation): 256 videos of the mini model take ~16 MB, but at ViT-g (32 frames × 257 × 1408
+    floats) one video takes ~46 MB, so the byte budget is what binds there.
     """
 
-    def __init__(self, root: str | Path | None, fingerprint: str, max_videos: int = 256):
+    def __init__(self, root: str | Path | None, fingerprint: str, max_videos: int = 256, max_bytes: int = 2 ** 30):
         self.dir = Path(root) / fingerprint if root is not None else None
-        self.max_videos = max_videos
+        self.max_videos, self.max_bytes = max_videos, max_bytes
         self._memory: OrderedDict[str, dict[int, Tensor]] = OrderedDict()
         self.hits = self.misses = 0
 
     def _file(self, key: str) -> Path:
         return self.dir / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.safetensors"
+
+    def _bytes(self) -> int:
+        return sum(t.nbytes for frames in self._memory.values() for t in frames.values())
+
+    def _evict(self) -> None:
+        """Drop least recently used videos (never the newest) until both budgets hold."""
+        while len(self._memory) > 1 and (len(self._memory) > self.max_videos or self._bytes() > self.max_bytes):
+            self._memory.popitem(last=False)
 
     def _load(self, key: str) -> dict[int, Tensor]:
         if key in self._memory:
@@ -81,8 +91,7 @@ class FeatureCache:
         if self.dir is not None and self._file(key).exists():
             frames = {int(i): t for i, t in load_file(self._file(key)).items()}
         self._memory[key] = frames
-        while len(self._memory) > self.max_videos:
-            self._memory.popitem(last=False)
+        self._evict()
         return frames
 
     def get(self, key: str, indices: Iterable[int]) -> tuple[dict[int, Tensor], list[int]]:
@@ -97,6 +106,7 @@ class FeatureCache:
     def put(self, key: str, features: dict[int, Tensor]) -> None:
         stored = self._load(key)
         stored.update({i: f.contiguous() for i, f in features.items()})
+        self._evict()
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
             path = self._file(key)
@@ -113,7 +123,7 @@ class Skipped:
 
 @dataclass
 class Evaluator:
-    """Runs the variants over a list of samples, sharing features, frame samplings and localizer scores.
+    """Runs the variants over a list of samples, sharing features, frame samplings, localizer scores and answers.
 
     >>> ev = Evaluator(model, samples, reader, cache_dir=paths.CACHE_DIR / "features")
     >>> table = ev.run("localizer", num_frames=32, num_keyframes=4)
@@ -133,6 +143,7 @@ class Evaluator:
             raise ValueError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
         self.cache = FeatureCache(self.cache_dir, model_fingerprint(self.model))
         self._scores: dict[tuple, dict[str, Tensor]] = {}
+        self._answer_logits: dict[tuple, Tensor] = {}
         self._bad: set[str] = set()
 
     # ---- frames and features ----------------------------------------------------------------------------
@@ -185,16 +196,22 @@ class Evaluator:
 
     # ---- localizer scores, computed once per (n, prompt, kind) and reused for every k --------------------
     @torch.inference_mode()
-    def frame_scores(self, num_frames: int, prompt: str = "official", score_kind: str = "logit") -> dict[str, Tensor]:
-        key = (num_frames, prompt, score_kind)
-        if key not in self._scores:
-            scores = {}
+    def frame_scores(self, num_frames: int, prompt: str = "official", score_kind: str = "logit",
+                     also: Sequence[str] = ()) -> dict[str, Tensor]:
+        """Localizer scores of every question's n frames, by question id. Prompts in `also` are scored in
+        the same pass (kept for later calls): the bridge tokens do not depend on the prompt, so a sweep over
+        prompts runs the Localizer's Q-Former once per frame instead of once per prompt."""
+        wanted = [p for p in dict.fromkeys([prompt, *also]) if (num_frames, p, score_kind) not in self._scores]
+        if wanted:
+            scores: dict[str, dict[str, Tensor]] = {p: {} for p in wanted}
             for batch, indices in self._batches(num_frames, f"localizer n={num_frames}"):
-                texts = [prompts.sample_loc_text(s, prompt) for s in batch]
-                batch_scores = self.model.localize(self._stack(batch, indices), texts, score_kind).cpu()
-                scores.update({s.question_id: sc for s, sc in zip(batch, batch_scores)})
-            self._scores[key] = scores
-        return self._scores[key]
+                visual = self.model.localizer_tokens(self._stack(batch, indices))
+                for p in wanted:
+                    texts = [prompts.sample_loc_text(s, p) for s in batch]
+                    batch_scores = self.model.localize_visual(visual, texts, score_kind).cpu()
+                    scores[p].update({s.question_id: sc for s, sc in zip(batch, batch_scores)})
+            self._scores.update({(num_frames, p, score_kind): scores[p] for p in wanted})
+        return self._scores[(num_frames, prompt, score_kind)]
 
     # ---- the variants -----------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -217,14 +234,25 @@ class Evaluator:
                 chosen = [ground_truth_keyframes(self._relevant(s, idx), num_keyframes) for s, idx in zip(batch, indices)]
             else:  # random
                 chosen = [sorted(rng.choice(len(idx), num_keyframes, replace=False).tolist()) for idx in indices]
-            feats = torch.stack([self.features(s, [idx[c] for c in ch]) for s, idx, ch in zip(batch, indices, chosen)])
-            logits = self.model.answer(feats.to(self.model.device), [prompts.sample_qa_text(s) for s in batch],
-                                       [len(s.options) for s in batch], readout).cpu()
-            for row, (sample, idx, ch) in enumerate(zip(batch, indices, chosen)):
-                selected = [idx[c] for c in ch]
-                rows.append(self._row(sample, variant, num_frames, num_keyframes, prompt, idx, selected,
-                                      scores[sample.question_id].tolist() if scores else None, logits[row]))
+            selected = [[idx[c] for c in ch] for idx, ch in zip(indices, chosen)]
+            logits = self._answers(batch, selected, readout)
+            for sample, idx, frames, lg in zip(batch, indices, selected, logits):
+                rows.append(self._row(sample, variant, num_frames, num_keyframes, prompt, idx, frames,
+                                      scores[sample.question_id].tolist() if scores else None, lg))
         return pd.DataFrame(rows)
+
+    def _answers(self, batch: Sequence[VideoQASample], selected: Sequence[Sequence[int]], readout: str) -> list[Tensor]:
+        """Answerer logits for each question's selected frames. The Answerer is a pure function of (question,
+        frames), so a selection met before (another prompt or k picking the same frames, uniform == ground
+        truth, ...) is looked up instead of recomputed; the table holds a few floats per entry."""
+        keys = [(s.question_id, tuple(frames), readout) for s, frames in zip(batch, selected)]
+        todo = [i for i, key in enumerate(keys) if key not in self._answer_logits]
+        if todo:
+            feats = torch.stack([self.features(batch[i], selected[i]) for i in todo]).to(self.model.device)
+            logits = self.model.answer(feats, [prompts.sample_qa_text(batch[i]) for i in todo],
+                                       [len(batch[i].options) for i in todo], readout).cpu()
+            self._answer_logits.update({keys[i]: lg for i, lg in zip(todo, logits)})
+        return [self._answer_logits[key] for key in keys]
 
     @torch.inference_mode()
     def per_frame(self, num_frames: int = 4, readout: str = "official") -> pd.DataFrame:

@@ -200,8 +200,16 @@ class SeViLA(nn.Module):
     # ---- the Localizer ----------------------------------------------------------------------------------
     def localize(self, features: Tensor, loc_texts: Sequence[str], kind: str = "logit") -> Tensor:
         """Score every frame for its question. features (B, T, P, Dv) -> scores (B, T)"""
+        return self.localize_visual(self.localizer_tokens(features), loc_texts, kind)
+
+    def localizer_tokens(self, features: Tensor) -> Tensor:
+        """The Localizer bridge's visual tokens. features (B, T, P, Dv) -> (B, T, Q, D). They do not depend on
+        the prompt, so a sweep over prompts computes them once (`evaluation.Evaluator.frame_scores`)."""
         b, t = features.shape[:2]
-        visual = self.localizer(features.flatten(0, 1)).unflatten(0, (b, t))
+        return self.localizer(features.flatten(0, 1)).unflatten(0, (b, t))
+
+    def localize_visual(self, visual: Tensor, loc_texts: Sequence[str], kind: str = "logit") -> Tensor:
+        """`localize` from the bridge's tokens. visual (B, T, Q, D) -> scores (B, T)"""
         score = lambda embeds, mask: scoring.yes_scores(self.llm, embeds, mask, self.answer_tokens, kind)  # noqa: E731
         return self.each_question_single_frames(visual, loc_texts, score)
 

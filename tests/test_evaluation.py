@@ -89,6 +89,45 @@ def test_memory_layer_is_bounded():
     assert list(cache._memory) == ["b", "c"]
 
 
+def test_memory_layer_is_bounded_in_bytes():
+    cache = FeatureCache(None, "x", max_videos=100, max_bytes=2 * 4 * 10)  # room for two videos of 10 floats
+    for v in "abcd":
+        cache.put(v, {0: torch.zeros(10)})
+    assert list(cache._memory) == ["c", "d"]
+    cache.put("big", {0: torch.zeros(100)})  # larger than the budget: kept alone, never dropped on arrival
+    assert list(cache._memory) == ["big"]
+
+
+def test_prompts_scored_in_one_pass_match_separate_passes(setup):
+    model, samples, reader = setup
+    names = list(prompts.LOCALIZER_PROMPTS)
+    shared = Evaluator(model, samples, reader, batch_size=2, progress=False)
+    shared.frame_scores(6, names[0], also=names)
+    calls = []
+    model.localizer.register_forward_hook(lambda *_: calls.append(1))
+    for name in names:
+        alone = Evaluator(model, samples, reader, batch_size=2, progress=False).frame_scores(6, name)
+        before = len(calls)
+        reused = shared.frame_scores(6, name)
+        assert len(calls) == before  # already scored in the shared pass: no bridge call
+        for q in alone:
+            assert torch.allclose(alone[q], reused[q], atol=1e-6), (name, q)
+
+
+def test_answers_of_a_selection_met_before_are_looked_up(setup):
+    model, samples, reader = setup
+    ev = Evaluator(model, samples, reader, batch_size=2, progress=False)
+    calls = []
+    model.answerer.register_forward_hook(lambda *_: calls.append(1))
+    everything = ev.run("localizer", num_frames=6, num_keyframes=6)  # k = n: every prompt keeps all frames
+    after_first = len(calls)
+    again = ev.run("localizer", num_frames=6, num_keyframes=6, prompt="has_information")
+    assert after_first > 0 and len(calls) == after_first
+    assert again.option_probs.tolist() == everything.option_probs.tolist()
+    fresh = Evaluator(model, samples, reader, batch_size=3, progress=False).run("all", num_frames=6)
+    assert np.allclose(np.stack(fresh.option_probs), np.stack(again.option_probs), atol=1e-6)
+
+
 def test_per_frame_table_and_bad_videos(setup):
     model, samples, reader = setup
     bad = samples + [VideoQASample("q9", "missing", "q?", ["a.", "b."], 0)]
