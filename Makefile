@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONHASHSEED := 0
 PROFILE ?= mini
 
-.PHONY: venv test test-all reports bench lab world mini-model clean
+.PHONY: venv test test-all reports bench lab world mini-model mini-model-check clean
 
 # torch first and pinned (2.13.0 is a CPU build on this machine's disk); then the full, resolved lock file.
 $(STAMP): requirements-lock.txt pyproject.toml
@@ -30,6 +30,9 @@ bench: $(STAMP)  ## speed/memory benchmarks -> reports/benchmarks.md
 
 mini-model: $(STAMP)  ## regenerate the shipped mini BLIP-2 under data/mini_blip2 (about 10 min on 2 cores)
 	$(PY) -m sevila_lib.mini train
+
+mini-model-check: $(STAMP)  ## retrain the mini BLIP-2 in a temporary folder and compare its weights byte for byte
+	$(PY) -m sevila_lib.mini verify
 
 world: $(STAMP)  ## print the mini world's statistics
 	$(PY) -m sevila_lib.world stats

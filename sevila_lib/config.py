@@ -103,7 +103,10 @@ def make_blip2_config(*, image_size: int, patch_size: int, vision_width: int, vi
     """A BLIP-2 config from the handful of numbers that define its shape."""
     vision = dict(image_size=image_size, patch_size=patch_size, hidden_size=vision_width,
                   num_hidden_layers=vision_layers, num_attention_heads=vision_heads,
-                  intermediate_size=vision_mlp, qkv_bias=True, layer_norm_eps=1e-6)
+                  intermediate_size=vision_mlp, qkv_bias=True, layer_norm_eps=1e-6,
+                  # transformers' default for BLIP-2's ViT is 1e-10 (its weights are always loaded): a ViT trained
+                  # from scratch, or a random one in a benchmark, would start with every patch token equal.
+                  initializer_range=0.02)
     qformer = dict(hidden_size=qformer_width, num_hidden_layers=qformer_layers, num_attention_heads=qformer_heads,
                    intermediate_size=qformer_mlp, cross_attention_frequency=cross_attention_frequency,
                    encoder_hidden_size=vision_width)

@@ -10,7 +10,8 @@ short dark spell. Coloured shapes (circle, square, triangle, cross, diamond x re
 white) appear in SHORT events (3-4 frames, plus a lead-in frame or two for some), placed in random order with
 random empty gaps:
 
-* a descriptive event: a shape that appears nowhere else in the video (so its colour is visible only there);
+* a descriptive event: a shape that appears nowhere else in the video, alone in its frames (so its colour is
+  visible only there);
 * a dark spell: the background turns dark, then one object appears, then the background turns light again;
 * 1-2 contact events: a white square sits alone, then an object touches it and the square turns a colour;
 * 1-5 objects of one "counted" shape, in 1-3 events spread over the video;
@@ -69,7 +70,8 @@ CAPTION_PROMPT = "Caption:"  # T5 text input of the caption pre-training example
 # Ask only questions whose options are a whole five-value domain in a fixed order (see `_options`): the
 # temporal family asks for a colour, the causal family for how the square changes.
 CANONICAL_ONLY = True
-FRAME_QA_KINDS = ("colour", "shape", "count") if CANONICAL_ONLY else ("colour", "shape", "dark", "touch", "count")
+FRAME_QA_KINDS = (("colour", "shape", "count", "dark_colour", "square_change") if CANONICAL_ONLY
+                  else ("colour", "shape", "dark", "touch", "count"))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -223,8 +225,10 @@ def plan_video(video_id: str, seed: int, num_frames: int = 32) -> VideoPlan:
         return int(rng.choice([3, 4], p=[0.85, 0.15]))
 
     desc_colour = str(rng.choice(colours))
-    specs = [(desc_shape, desc_colour)] + ([free_object(desc_colour)] if rng.random() < 0.5 else [])
-    events = [_appear(rng, ids, specs, length())]
+    # The descriptive object is alone in its frames: the mini BLIP-2's ViT, trained from scratch in minutes,
+    # reads colours reliably but tells shapes apart only ~75% of the time (measured), so with a second
+    # object on screen it could not say which colour is the triangle's. Crowded frames remain elsewhere.
+    events = [_appear(rng, ids, [(desc_shape, desc_colour)], length())]
     temporal = free_object()
     events.append(_dark_spell(rng, ids, temporal, length()))
 
@@ -409,6 +413,16 @@ def _frame_question(scene: FrameScene, kind: str, rng: np.random.Generator) -> t
     if kind == "touch" and (t := scene.toucher()) is not None:
         return ("what is touching the square?", f"the {t.colour} {t.shape}.",
                 [f"the {c} {t.shape}." for c in COLOURS], [f"the {c} {s}." for s, c in ALL_OBJECTS])
+    # The temporal and causal video templates where ONE frame answers them (a dark frame with one object, a
+    # contact frame): single-frame image QA, like BLIP-2's VQA data, still with no notion of time.
+    if kind == "dark_colour" and scene.background == "dark" and len(objs) == 1:
+        o = objs[0]
+        return (f"what colour is the {o.shape} after the background turns dark?", f"{o.colour}.", [],
+                [f"{c}." for c in COLOURS])
+    if kind == "square_change" and (t := scene.toucher()) is not None:
+        square = next(o for o in objs if o.shape == "square")
+        return (f"how does the square change when the {t.colour} {t.shape} touches it?", f"it turns {square.colour}.",
+                [], [f"it turns {c}." for c in COLOURS])
     if kind == "count":
         shape = str(rng.choice([o.shape for o in objs] if objs and rng.random() < 0.7 else SHAPES))
         n = sum(o.shape == shape for o in objs)
@@ -449,7 +463,9 @@ class WorldConfig:
     qa_videos: dict[str, int] = field(default_factory=lambda: {"train": 150, "val": 50, "test": 50})
     moment_videos: dict[str, int] = field(default_factory=lambda: {"train": 75, "val": 25})
     queries_per_video: int = 4
-    pretrain_videos: dict[str, int] = field(default_factory=lambda: {"train": 200, "val": 40})
+    # Many pre-training videos: a ViT trained from scratch on a few thousand distinct frames memorises them
+    # (measured: 97% train vs 82% val shape accuracy on 10k frames); the mini BLIP-2 sees ~40k distinct frames.
+    pretrain_videos: dict[str, int] = field(default_factory=lambda: {"train": 2000, "val": 40})
     image_kinds: dict[str, float] = field(default_factory=lambda: {"caption": 0.3, "qa": 0.4, "yes_no": 0.3})
 
 
@@ -516,8 +532,11 @@ class MomentsWorld:
                     moments=_moments(plan.scenes, relevant, self.config.fps)))
         return out
 
-    def image_examples(self, split: str, n: int, seed: int = 0) -> list[ImageExample]:
+    def image_examples(self, split: str, n: int, seed: int = 0, crowded_share: float = 0.0) -> list[ImageExample]:
         """`n` single-frame examples from the pre-training videos of `split` ("train" | "val").
+
+        `crowded_share`: the share of caption and QA examples drawn from frames with two or more objects
+        (most frames hold one object or none), for teaching which colour belongs to which shape.
 
         Kinds (mixed by `config.image_kinds`): a caption after `CAPTION_PROMPT`; frame-level QA in the
         Answerer's format (`prompts.answerer_text` -> "Option C"); "Question: Is there ...? Answer:" -> yes/no.
@@ -532,9 +551,13 @@ class MomentsWorld:
             kind = str(rng.choice(kinds, p=np.array(weights) / sum(weights)))
             qa_kind = str(rng.choice(FRAME_QA_KINDS))
             label, about_background = str(rng.choice([prompts.YES, prompts.NO])), bool(rng.random() < 0.25)
+            crowdable = kind == "caption" or (kind == "qa" and qa_kind in ("colour", "shape", "count"))
+            least_objects = 2 if crowdable and rng.random() < crowded_share else 0
             for _ in range(10_000):
                 vid, t = videos[int(rng.integers(len(videos)))], int(rng.integers(self.config.num_frames))
                 scene = self.scenes(vid)[t]
+                if len(scene.objects) < least_objects:
+                    continue
                 if kind == "caption":
                     if not scene.objects and rng.random() < 0.75:  # empty frames are common; caption a few
                         continue
@@ -572,7 +595,7 @@ class MomentsWorld:
         scenes += [FrameScene("light", (Obj(0, "square", c, 12, 16), Obj(1, s, c, 20, 16))) for s, c in ALL_OBJECTS]
         for scene in scenes + [FrameScene(bg) for bg in BACKGROUNDS]:
             out += [CAPTION_PROMPT, caption(scene)]
-            for kind in ("colour", "shape", "dark", "touch", "count"):
+            for kind in ("colour", "shape", "dark", "touch", "count", "dark_colour", "square_change"):
                 if (made := _frame_question(scene, kind, rng)) is not None:
                     out.append(prompts.answerer_text(made[0], [made[1], *made[2], *made[3]][:5]))
             for label, about_background in itertools.product((prompts.YES, prompts.NO), (False, True)):

@@ -124,3 +124,12 @@ def test_losses_backpropagate_into_one_bridge_only(tiny_model, frames):
     loss = tiny_model.answerer_loss(features[:, :4], QA, [2, 0])
     assert torch.isfinite(loss)
     assert isinstance(tiny_model, SeViLA)
+
+
+def test_a_vision_encoder_built_from_a_shape_starts_with_random_weights(tokenizer):
+    """transformers initialises BLIP-2's ViT with std 1e-10 (real weights are always loaded); a ViT trained
+    from scratch (the mini BLIP-2) or timed with random weights (benchmarks) must not start degenerate."""
+    vit = make_tiny_model(tokenizer).vision_encoder
+    assert 0.005 < vit.embeddings.patch_embedding.weight.std().item() < 0.1
+    tokens = vit(pixel_values=torch.randn(1, 3, 16, 16)).last_hidden_state[0]
+    assert (tokens[1:] - tokens[1:].mean(0)).abs().max() > 1e-3  # patch tokens differ from one another

@@ -155,12 +155,22 @@ def test_image_examples(world):
     examples = world.image_examples("train", 300, seed=0)
     assert len(examples) == 300
     localizer_instructions = [*prompts.LOCALIZER_PROMPTS.values(), prompts.VLEP_LOCALIZER_PROMPT]
-    yes_no = Counter()
+    yes_no, asked = Counter(), Counter()
     for frame, text, target in examples:
         assert frame.shape == (32, 32, 3) and frame.dtype == np.uint8
         assert not any(p in text for p in localizer_instructions)
         if text.endswith(prompts.ANSWERER_INSTRUCTION):
             assert target in [prompts.answer_target(i) for i in range(5)]
+            options = re.findall(r"Option [A-E]: ([^.]*)\.", text)
+            answer = options["ABCDE".index(target[-1])].removeprefix("it turns ")
+            if answer in COLOURS and "how does the square change" not in text:
+                asked[text.split("?")[0]] += 1
+                assert (frame.reshape(-1, 3) == COLOURS[answer]).all(-1).any()  # the answer's colour is on screen
+            if "how does the square change" in text:  # a contact frame: the square has its new colour
+                asked["how does the square change"] += 1
+                assert (frame.reshape(-1, 3) == COLOURS[answer]).all(-1).any()
+            if "after the background turns dark" in text:
+                assert tuple(frame[0, 0]) == (30, 30, 40)
         elif m := re.fullmatch(r"Question: Is there a (\w+) (\w+) in the image\? Answer:", text):
             yes_no[target] += 1
             if target == prompts.YES:  # the colour is on screen
@@ -171,6 +181,14 @@ def test_image_examples(world):
         else:
             assert text == "Caption:" and target.endswith("background.")
     assert yes_no[prompts.YES] > 0.35 * sum(yes_no.values()) and yes_no[prompts.NO] > 0.35 * sum(yes_no.values())
+    # the temporal and causal video templates appear as single-frame questions
+    assert asked["how does the square change"] and any("after the background turns dark" in q for q in asked)
+
+
+def test_crowded_share_draws_frames_with_several_objects():
+    captions_only = MomentsWorld(WorldConfig(**SMALL, image_kinds={"caption": 1.0}))
+    captions = [target for _, _, target in captions_only.image_examples("train", 40, seed=0, crowded_share=1.0)]
+    assert all(" and " in c or "touching" in c for c in captions)  # two or more objects in every frame
 
 
 def test_frame_reader(world):
