@@ -9,6 +9,7 @@ since without crop or dropout a frame's score never changes).
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Sequence
 
@@ -16,7 +17,7 @@ import pandas as pd
 
 from . import checkpoints, training
 from .datasets import VideoQADataset
-from .evaluation import summary
+from .evaluation import model_fingerprint, summary
 from .model import SeViLA
 from .workspace import Workspace
 
@@ -64,16 +65,19 @@ def localizer_score_cache(ws: Workspace, model: SeViLA) -> training.ScoreLookup:
 def train(ws: Workspace, name: str, stage: str, seed: int = 0, start_from: Sequence[str] = (), smoke: bool = False,
           reuse: bool = True, **overrides) -> Path:
     """Train `stage` from the base model plus the bridges of the runs `start_from` (in order), save both bridges
-    to `ws.run_dir(name, seed)` and return it. An existing finished run with the same config is reused (the
-    runs are deterministic), so rerunning a notebook does not retrain."""
+    to `ws.run_dir(name, seed)` and return it. An existing finished run with the same config AND the same
+    starting weights is reused (the runs are deterministic), so rerunning a notebook does not retrain, while a
+    new base model (e.g. a regenerated mini BLIP-2) or a retrained `start_from` run retrains."""
     out = ws.run_dir(name, seed)
     config = recipe(ws, stage, seed, out / "train", smoke, **overrides)
-    done = out / checkpoints.BRIDGES_FILE
-    if reuse and done.exists() and training.TrainConfig.load(out / "train" / "train_config.json") == config:
-        return out
     model, missing = ws.model_with(*start_from, seed=seed)
     if missing:
         raise FileNotFoundError(f"run {name}: start_from runs not found: {missing} (run them first)")
+    start = start_fingerprint(model)
+    done, stamp = out / checkpoints.BRIDGES_FILE, out / "start_fingerprint.txt"
+    if (reuse and done.exists() and stamp.exists() and stamp.read_text() == start
+            and training.TrainConfig.load(out / "train" / "train_config.json") == config):
+        return out
     dataset = dataset_for(ws, stage, config, seed)
     if stage == "train_answerer":
         cache = (localizer_score_cache(ws, model)
@@ -82,7 +86,19 @@ def train(ws: Workspace, name: str, stage: str, seed: int = 0, start_from: Seque
     else:
         getattr(training, stage)(model, dataset, config)
     checkpoints.save_bridges(model, out)
+    stamp.write_text(start)  # written last: a run killed before this point is never reused
     return out
+
+
+def start_fingerprint(model: SeViLA) -> str:
+    """A hash of the weights a training run starts from: both bridges and the frozen ViT (the T5 is not hashed:
+    it is the largest part and changes only together with the ViT, in a new base model)."""
+    digest = hashlib.sha256(model_fingerprint(model).encode())
+    for bridge in (model.localizer, model.answerer):
+        for name, tensor in bridge.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def evaluate(ws: Workspace, runs: Sequence[str], seed: int = 0, variants: Sequence[str] = ("localizer",),
