@@ -31,6 +31,7 @@ MINI_RECIPES: dict[str, dict] = {
                              label_mode="online", label_policy="argmax"),
 }
 SMOKE = dict(epochs=1, max_steps=2)
+TRAINED_BRIDGE = {"pretrain_localizer": "localizer", "refine_localizer": "localizer", "train_answerer": "answerer"}
 
 
 def recipe(ws: Workspace, stage: str, seed: int, output_dir: Path, smoke: bool = False, **overrides) -> training.TrainConfig:
@@ -64,8 +65,8 @@ def localizer_score_cache(ws: Workspace, model: SeViLA) -> training.ScoreLookup:
 
 def train(ws: Workspace, name: str, stage: str, seed: int = 0, start_from: Sequence[str] = (), smoke: bool = False,
           reuse: bool = True, **overrides) -> Path:
-    """Train `stage` from the base model plus the bridges of the runs `start_from` (in order), save both bridges
-    to `ws.run_dir(name, seed)` and return it. An existing finished run with the same config AND the same
+    """Train `stage` from the base model plus the bridges of the runs `start_from` (in order), save the bridge it
+    trains to `ws.run_dir(name, seed)` and return it. An existing finished run with the same config AND the same
     starting weights is reused (the runs are deterministic), so rerunning a notebook does not retrain, while a
     new base model (e.g. a regenerated mini BLIP-2) or a retrained `start_from` run retrains."""
     out = ws.run_dir(name, seed)
@@ -85,7 +86,9 @@ def train(ws: Workspace, name: str, stage: str, seed: int = 0, start_from: Seque
         training.train_answerer(model, dataset, config, keyframe_scores=cache)
     else:
         getattr(training, stage)(model, dataset, config)
-    checkpoints.save_bridges(model, out)
+    # Only the bridge this stage trains: the other one is whatever the run started from, and saving it would
+    # let `Workspace.model_with(a, b)` overwrite a's trained bridge with b's untouched copy.
+    checkpoints.save_bridges(model, out, which=TRAINED_BRIDGE[stage])
     stamp.write_text(start)  # written last: a run killed before this point is never reused
     return out
 
