@@ -127,6 +127,9 @@ class Evaluator:
 
     >>> ev = Evaluator(model, samples, reader, cache_dir=paths.CACHE_DIR / "features")
     >>> table = ev.run("localizer", num_frames=32, num_keyframes=4)
+
+    Localizer scores and answers are kept for the Evaluator's lifetime, so it assumes its model's weights do
+    not change: after training a bridge, evaluate with a new Evaluator (as `Workspace.evaluator` does).
     """
 
     model: SeViLA
