@@ -24,7 +24,9 @@ from .workspace import Workspace
 PAPER_RECIPES = {"pretrain_localizer": "qvh_pretrain", "train_answerer": "nextqa_answerer",
                  "refine_localizer": "nextqa_refine"}
 MINI_RECIPES: dict[str, dict] = {
-    "pretrain_localizer": dict(init_lr=2e-4, warmup_steps=20, epochs=2, batch_size=8, num_frames=8),
+    # 300 moment queries: 2 epochs (76 steps) left the hit-rate where it was (+1.3 on seed 0); 20 epochs at
+    # 5e-4 raised it by 5.3 (seed 0, measured while choosing this).
+    "pretrain_localizer": dict(init_lr=5e-4, warmup_steps=20, epochs=20, batch_size=8, num_frames=8),
     "train_answerer": dict(init_lr=2e-4, warmup_steps=20, epochs=2, batch_size=8, num_frames=32,
                            num_keyframes=4, keyframe_source="localizer"),
     "refine_localizer": dict(init_lr=2e-4, warmup_steps=20, epochs=2, batch_size=8, num_frames=4,
