@@ -40,10 +40,15 @@ VARIANTS = ("uniform", "all", "localizer", "ground_truth", "random")
 def model_fingerprint(model: SeViLA) -> str:
     """A short hash of everything that determines a frame's ViT features."""
     digest = hashlib.sha256(f"{model.config.image_size}|{model.config.vision_dtype}".encode())
-    for name, tensor in model.vision_encoder.state_dict().items():
+    hash_weights(digest, model.vision_encoder)
+    return digest.hexdigest()[:16]
+
+
+def hash_weights(digest, module: torch.nn.Module) -> None:
+    """Feed every parameter and buffer of `module` (names and float32 bytes) into a hashlib `digest`."""
+    for name, tensor in module.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def video_key(reader: FrameReader, sample: VideoQASample) -> str:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from . import checkpoints, training
 from .datasets import VideoQADataset
-from .evaluation import model_fingerprint, summary
+from .evaluation import hash_weights, model_fingerprint, summary
 from .model import SeViLA
 from .workspace import Workspace
 
@@ -100,9 +100,7 @@ def start_fingerprint(model: SeViLA) -> str:
     it is the largest part and changes only together with the ViT, in a new base model)."""
     digest = hashlib.sha256(model_fingerprint(model).encode())
     for bridge in (model.localizer, model.answerer):
-        for name, tensor in bridge.state_dict().items():
-            digest.update(name.encode())
-            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+        hash_weights(digest, bridge)
     return digest.hexdigest()[:16]
 
 

@@ -215,9 +215,7 @@ class SeViLA(nn.Module):
 
     def localizer_loss(self, features: Tensor, loc_texts: Sequence[str], labels: Tensor) -> Tensor:
         """T5 cross-entropy of "yes"/"no" per frame (pre-training and the reverse chain). labels (B, T) bool"""
-        b, t = features.shape[:2]
-        visual = self.localizer(features.flatten(0, 1)).unflatten(0, (b, t))
-        embeds, mask = self.single_frame_inputs(visual, loc_texts)
+        embeds, mask = self.single_frame_inputs(self.localizer_tokens(features), loc_texts)
         targets = [prompts.YES if flag else prompts.NO for flag in labels.flatten().tolist()]
         return self._seq2seq_loss(embeds, mask, targets)
 
