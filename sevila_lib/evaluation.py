@@ -263,18 +263,29 @@ class Evaluator:
         return [self._answer_logits[key] for key in keys]
 
     @torch.inference_mode()
-    def per_frame(self, num_frames: int = 4, readout: str = "official") -> pd.DataFrame:
-        """The Answerer on each of n uniformly sampled frames alone ("Frame: " format): one row per
-        (question, frame), for BLIP-2^voting and the oracle (paper Table 9 uses n = 4)."""
-        rows = []
+    def per_frame_logits(self, num_frames: int = 4, readout: str = "official") -> dict[str, Tensor]:
+        """The Answerer's option logits from each of n uniformly sampled frames alone ("Frame: " format), by
+        question id: (n, options) per question."""
+        logits = {}
         for batch, indices in self._batches(num_frames, f"per-frame n={num_frames}"):
-            logits = self.model.answer_each_frame(self._stack(batch, indices), [prompts.sample_qa_text(s) for s in batch],
-                                                  [len(s.options) for s in batch], readout).cpu()
-            for sample, idx, frame_logits in zip(batch, indices, logits):
-                for index, lg in zip(idx, frame_logits):
-                    rows.append(dict(question_id=sample.question_id, question_type=sample.question_type,
-                                     dataset=sample.dataset, frame_index=index, prediction=int(lg.argmax()),
-                                     answer=sample.answer, relevant=self._is_relevant(sample, index)))
+            batch_logits = self.model.answer_each_frame(self._stack(batch, indices),
+                                                        [prompts.sample_qa_text(s) for s in batch],
+                                                        [len(s.options) for s in batch], readout).cpu()
+            logits.update({s.question_id: lg for s, lg in zip(batch, batch_logits)})
+        return logits
+
+    def per_frame(self, num_frames: int = 4, readout: str = "official") -> pd.DataFrame:
+        """`per_frame_logits` as one row per (question, frame), for BLIP-2^voting and the oracle (paper Table 9
+        uses n = 4)."""
+        rows = []
+        logits = self.per_frame_logits(num_frames, readout)
+        for sample in self.samples:
+            if sample.question_id not in logits:  # skipped: unreadable video
+                continue
+            for index, lg in zip(self.frame_indices(sample, num_frames), logits[sample.question_id]):
+                rows.append(dict(question_id=sample.question_id, question_type=sample.question_type,
+                                 dataset=sample.dataset, frame_index=index, prediction=int(lg.argmax()),
+                                 answer=sample.answer, relevant=self._is_relevant(sample, index)))
         return pd.DataFrame(rows)
 
     # ---- helpers ----------------------------------------------------------------------------------------

@@ -353,28 +353,34 @@ class LabelLookup:
                            "deterministic frames, or use label_mode='online'") from None
 
 
-class ScoreLookup:
-    """Frozen-Localizer scores by (question_id, frame_index), computed once (`evaluation.Evaluator.frame_scores`
-    over every frame of each video) and reused at every step and epoch of Answerer fine-tuning.
+class FrameLookup:
+    """A frozen part's output for each (question_id, frame_index), computed once over every frame of each
+    training video and reused at every step and epoch: the frozen Localizer's scores (keyframes for Answerer
+    fine-tuning) or the frozen Answerer's per-frame option logits (online pseudo-labels of the reverse chain).
+    Computing them per step would repeat the same work every epoch.
 
-    Exact only when a frame's score cannot change between steps: no random crop and no dropout in the
-    selection pass (the mini world's recipe). With the official crop, the Localizer must score online.
+    Exact (up to float rounding of a different batching) only when a frame's output cannot change between
+    steps: no random crop and no dropout in the frozen pass (the mini world's recipe). With the official crop,
+    score and label online.
     """
 
-    def __init__(self, scores: dict[tuple[str, int], float]):
-        self.scores = scores
+    def __init__(self, values: dict[tuple[str, int], Tensor], what: str):
+        self.values, self.what = values, what
 
     @classmethod
-    def from_frame_scores(cls, frame_scores: dict[str, Tensor], frame_indices: dict[str, Sequence[int]]):
-        return cls({(q, int(f)): float(s) for q, row in frame_scores.items()
-                    for f, s in zip(frame_indices[q], row.tolist())})
+    def from_per_question(cls, per_question: dict[str, Tensor], frame_indices: dict[str, Sequence[int]],
+                          what: str) -> "FrameLookup":
+        """From {question_id: tensor with one row per frame} and the frame index of each row."""
+        return cls({(q, int(f)): value for q, rows in per_question.items()
+                    for f, value in zip(frame_indices[q], rows)}, what)
 
     def __call__(self, question_ids: Sequence[str], frame_indices: Sequence[Sequence[int]]) -> Tensor:
+        """(B, T, ...) values for B questions' T frames."""
         try:
-            return torch.tensor([[self.scores[(str(q), int(f))] for f in frames]
-                                 for q, frames in zip(question_ids, frame_indices)])
+            return torch.stack([torch.stack([self.values[(str(q), int(f))] for f in frames])
+                                for q, frames in zip(question_ids, frame_indices)])
         except KeyError as err:
-            raise KeyError(f"no cached Localizer score for (question_id, frame_index)={err.args[0]}") from None
+            raise KeyError(f"no cached {self.what} for (question_id, frame_index)={err.args[0]}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -386,9 +392,10 @@ class StageLoss(nn.Module):
     only synchronises gradients of computations that run through a wrapped module's forward."""
 
     def __init__(self, model: SeViLA, config: TrainConfig, stored: LabelLookup | None = None,
-                 keyframe_scores: ScoreLookup | None = None):
+                 keyframe_scores: FrameLookup | None = None, frame_answers: FrameLookup | None = None):
         super().__init__()
-        self.model, self.config, self.stored, self.keyframe_scores = model, config, stored, keyframe_scores
+        self.model, self.config, self.stored = model, config, stored
+        self.keyframe_scores, self.frame_answers = keyframe_scores, frame_answers
         self.epoch = 0
         self.label_rows: list[dict[str, Any]] = []  # online pseudo-labels since the last optimizer step
 
@@ -427,9 +434,14 @@ class StageLoss(nn.Module):
             return scoring.select_keyframes(self.model.localize(features, batch["loc_text"]), k)
 
     def online_labels(self, features: Tensor, batch: dict[str, Any]) -> Tensor:
-        with torch.no_grad(), labelling_mode(self.model, self.config.labelling_dropout):
-            logits = self.model.answer_each_frame(features, _qa_texts(batch), batch["num_options"],
-                                                  readout="teacher_forced")  # (B, n, O)
+        if self.frame_answers is not None:
+            if self.config.labelling_dropout:
+                raise ValueError("cached Answerer logits cannot reproduce dropout in the labelling pass")
+            logits = self.frame_answers(batch["question_id"], batch["frame_indices"]).to(features.device)
+        else:
+            with torch.no_grad(), labelling_mode(self.model, self.config.labelling_dropout):
+                logits = self.model.answer_each_frame(features, _qa_texts(batch), batch["num_options"],
+                                                      readout="teacher_forced")  # (B, n, O)
         labels = pseudo_labels(logits, batch["answer"], self.config.label_policy, self.config.tau)
         self.label_rows += [dict(row, epoch=self.epoch) for row in label_row_dicts(batch, labels)]
         return labels.label
@@ -688,7 +700,8 @@ def _ignore_frozen_in_ddp(stage: StageLoss, bridge: str) -> None:
 
 
 def run_stage(model: SeViLA, dataset: Dataset, config: TrainConfig, *, resume: bool = False,
-              stored: LabelLookup | None = None, keyframe_scores: ScoreLookup | None = None,
+              stored: LabelLookup | None = None, keyframe_scores: FrameLookup | None = None,
+              frame_answers: FrameLookup | None = None,
               collate_fn: Callable | None = None,
               step_callback: Callable[[int, float], None] | None = None) -> TrainResult:
     """The one training loop behind every stage. `step_callback(step, loss)` runs after each optimizer step,
@@ -703,7 +716,7 @@ def run_stage(model: SeViLA, dataset: Dataset, config: TrainConfig, *, resume: b
         raise ValueError(f"the dataset samples {dataset.num_frames} frames, config.num_frames is {config.num_frames}")
 
     with _train_only(model, config.bridge, config.llm_dropout):
-        stage = StageLoss(model, config, stored, keyframe_scores)
+        stage = StageLoss(model, config, stored, keyframe_scores, frame_answers)
         optimizer = build_optimizer(stage, config)
         scheduler = LinearWarmupCosineLR(optimizer, config)
         loader, sampler = _loader(dataset, config, collate_fn, config.shuffle)
@@ -815,12 +828,12 @@ def _check_stage(config: TrainConfig, stage: str) -> TrainConfig:
 
 def train_answerer(model: SeViLA, dataset: Dataset, config: TrainConfig, *, resume: bool = False,
                    collate_fn: Callable | None = None, step_callback: Callable | None = None,
-                   keyframe_scores: ScoreLookup | None = None) -> TrainResult:
+                   keyframe_scores: FrameLookup | None = None) -> TrainResult:
     """Fine-tune the Answerer on k keyframes of the n training frames (forward chain, spec §2.5).
 
     keyframe_source: "localizer" — the frozen Localizer's top-k (official); "uniform" — segment midpoints;
     "random" — one random frame per segment, fresh each epoch (paper Table 8's "Random" training).
-    keyframe_scores: the frozen Localizer's scores computed once (see `ScoreLookup`) instead of every step.
+    keyframe_scores: the frozen Localizer's scores computed once (see `FrameLookup`) instead of every step.
     """
     return run_stage(model, dataset, _check_stage(config, "train_answerer"), resume=resume, collate_fn=collate_fn,
                      step_callback=step_callback, keyframe_scores=keyframe_scores)
@@ -867,10 +880,12 @@ def compute_pseudo_labels(model: SeViLA, dataset: Dataset, config: TrainConfig,
 
 
 def refine_localizer(model: SeViLA, dataset: Dataset, config: TrainConfig, *, resume: bool = False,
-                     collate_fn: Callable | None = None, step_callback: Callable | None = None) -> TrainResult:
+                     collate_fn: Callable | None = None, step_callback: Callable | None = None,
+                     frame_answers: FrameLookup | None = None) -> TrainResult:
     """Refine the Localizer on the frozen Answerer's pseudo-labels (reverse chain, spec §2.4).
 
-    online (official): labels recomputed every step on that step's frames. stored: labels computed once over the
+    online (official): labels recomputed every step on that step's frames (from `frame_answers`, the frozen
+    Answerer's per-frame logits computed once, when given: see `FrameLookup`). stored: labels computed once over the
     dataset's eval-mode frames into a table (`compute_pseudo_labels`); training then also runs on eval-mode
     frames (no random frame choice or crop), because labels are looked up by (question_id, frame_index).
     An existing table is used as is when it was named explicitly (`labels_path`, e.g. a table relabelled at
@@ -878,7 +893,10 @@ def refine_localizer(model: SeViLA, dataset: Dataset, config: TrainConfig, *, re
     """
     config = _check_stage(config, "refine_localizer")
     if config.label_mode == "online":
-        return run_stage(model, dataset, config, resume=resume, collate_fn=collate_fn, step_callback=step_callback)
+        return run_stage(model, dataset, config, resume=resume, collate_fn=collate_fn, step_callback=step_callback,
+                         frame_answers=frame_answers)
+    if frame_answers is not None:
+        raise ValueError("frame_answers serve online labels; stored labels come from their own table")
     path = Path(config.labels_path or Path(config.output_dir) / "pseudo_labels.csv")
     reuse = path.exists() and (resume or bool(config.labels_path))
     table = read_label_table(path) if reuse else compute_pseudo_labels(model, dataset, config, path, collate_fn)

@@ -209,6 +209,30 @@ def test_online_refinement_logs_its_labels(tiny_model, tmp_path):
     assert result.label_stats["questions"] == 8  # each question once per epoch
 
 
+def test_online_labels_from_cached_answerer_logits_equal_labels_computed_every_step(tokenizer, tmp_path):
+    # The mini recipe computes the frozen Answerer's per-frame logits once (`FrameLookup`); without dropout or
+    # crop a frame's logits never change, so the labels seen and the trained Localizer must match per-step labelling.
+    data = RandomVideoQA(4)
+    cfg = config(tmp_path, stage="refine_localizer", epochs=2, label_policy="threshold", tau=0.2)
+    per_step, cached = make_tiny_model(tokenizer), make_tiny_model(tokenizer)
+    with torch.no_grad():
+        logits = cached.answer_each_frame(cached.encode_frames(data.frames),
+                                          [data[i]["qa_text"] for i in range(len(data))], 5, readout="teacher_forced")
+    lookup = training.FrameLookup.from_per_question({f"q{i}": logits[i] for i in range(len(data))},
+                                                    {f"q{i}": data[i]["frame_indices"] for i in range(len(data))},
+                                                    "Answerer logits")
+    a = refine_localizer(per_step, data, replace_cfg(cfg, output_dir=str(tmp_path / "a")), collate_fn=collate)
+    b = refine_localizer(cached, data, replace_cfg(cfg, output_dir=str(tmp_path / "b")), collate_fn=collate,
+                         frame_answers=lookup)
+    seen_a, seen_b = pd.read_csv(a.labels_path), pd.read_csv(b.labels_path)
+    assert seen_a["label"].tolist() == seen_b["label"].tolist() and seen_a["label"].nunique() == 2
+    assert np.allclose(seen_a["gold_prob"], seen_b["gold_prob"], atol=1e-5)
+    for (name, p), q in zip(per_step.localizer.named_parameters(), cached.localizer.parameters()):
+        assert torch.allclose(p, q, atol=1e-5), name
+    with pytest.raises(KeyError, match="no cached Answerer logits"):
+        lookup(["q9"], [[0]])
+
+
 def test_iterative_refinement_writes_one_bridge_folder_per_round(tiny_model, tmp_path):
     a_cfg = config(tmp_path, epochs=1, keyframe_source="localizer")
     l_cfg = config(tmp_path, stage="refine_localizer", epochs=1)
