@@ -75,18 +75,17 @@ class FeatureCache:
         self.dir = Path(root) / fingerprint if root is not None else None
         self.max_videos, self.max_bytes = max_videos, max_bytes
         self._memory: OrderedDict[str, dict[int, Tensor]] = OrderedDict()
+        self._nbytes = 0  # of the tensors in `_memory`, kept up to date so eviction never re-sums them
         self.hits = self.misses = 0
 
     def _file(self, key: str) -> Path:
         return self.dir / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.safetensors"
 
-    def _bytes(self) -> int:
-        return sum(t.nbytes for frames in self._memory.values() for t in frames.values())
-
     def _evict(self) -> None:
         """Drop least recently used videos (never the newest) until both budgets hold."""
-        while len(self._memory) > 1 and (len(self._memory) > self.max_videos or self._bytes() > self.max_bytes):
-            self._memory.popitem(last=False)
+        while len(self._memory) > 1 and (len(self._memory) > self.max_videos or self._nbytes > self.max_bytes):
+            _, frames = self._memory.popitem(last=False)
+            self._nbytes -= sum(t.nbytes for t in frames.values())
 
     def _load(self, key: str) -> dict[int, Tensor]:
         if key in self._memory:
@@ -96,6 +95,7 @@ class FeatureCache:
         if self.dir is not None and self._file(key).exists():
             frames = {int(i): t for i, t in load_file(self._file(key)).items()}
         self._memory[key] = frames
+        self._nbytes += sum(t.nbytes for t in frames.values())
         self._evict()
         return frames
 
@@ -110,7 +110,9 @@ class FeatureCache:
 
     def put(self, key: str, features: dict[int, Tensor]) -> None:
         stored = self._load(key)
-        stored.update({i: f.contiguous() for i, f in features.items()})
+        new = {i: f.contiguous() for i, f in features.items()}
+        self._nbytes += sum(t.nbytes for t in new.values()) - sum(stored[i].nbytes for i in new if i in stored)
+        stored.update(new)
         self._evict()
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)

@@ -96,6 +96,11 @@ def test_memory_layer_is_bounded_in_bytes():
     assert list(cache._memory) == ["c", "d"]
     cache.put("big", {0: torch.zeros(100)})  # larger than the budget: kept alone, never dropped on arrival
     assert list(cache._memory) == ["big"]
+    cache.put("big", {0: torch.zeros(5), 1: torch.zeros(5)})  # a frame replaced, one added
+    cache.put("e", {0: torch.zeros(10)})
+    # the running byte count follows arrivals, replacements and evictions
+    assert list(cache._memory) == ["big", "e"]
+    assert cache._nbytes == sum(t.nbytes for v in cache._memory.values() for t in v.values()) == 4 * 20
 
 
 def test_prompts_scored_in_one_pass_match_separate_passes(setup):
