@@ -252,8 +252,9 @@ def write_model_card(model: SeViLA, accuracy: pd.DataFrame, out_dir: str | Path 
              "A tiny image-language model with BLIP-2's architecture (transformers `Blip2VisionModel`, "
              "`Blip2QFormerModel`, `T5ForConditionalGeneration`), trained from scratch on single frames "
              f"{'and unordered image sets ' if used.set_examples else '(never several at once, like BLIP-2) '}"
-             "of the kit's synthetic moments world (`sevila_lib/mini.py` says exactly what it sees). It is the embedded default that lets SeViLA run end to end on a laptop CPU. It is not "
-             "a video model and knows nothing about time.", "",
+             "of the kit's synthetic moments world (`sevila_lib/mini.py` says exactly what it sees). It is the "
+             "embedded default that lets SeViLA run end to end on a laptop CPU. It is not a video model and "
+             "knows nothing about time.", "",
              f"Regenerate: `make mini-model` (= `python -m sevila_lib.mini train`), "
              f"{used.threads} CPU thread, seed {used.seed}, {used.steps} steps of batch {used.batch_size} "
              "(`PretrainConfig`; the values used are in `pretrain_config.json`). "
