@@ -60,29 +60,28 @@ def dataset_for(ws: Workspace, stage: str, config: training.TrainConfig, seed: i
                           crop=ws.profile != "mini")
 
 
-def _every_frame(ws: Workspace, model: SeViLA):
-    """An Evaluator over the training questions and n = the videos' length (n segments of an n-frame video =
-    every frame), for computing a frozen part's output on every frame once (mini profile)."""
+def _every_frame_lookup(ws: Workspace, model: SeViLA, compute, what: str) -> training.FrameLookup:
+    """A frozen part's output on every frame of every training video, computed once (mini profile):
+    `compute(evaluator, n)` returns {question_id: one row per frame} with n = the videos' length (n segments of
+    an n-frame video = every frame)."""
     lengths = {ws.reader.info(s).num_frames for s in ws.questions["train"]}
     if len(lengths) != 1:
         raise ValueError("a per-frame cache needs videos of one length; score and label online instead")
-    return ws.evaluator("train", model=model), lengths.pop()
+    ev, n = ws.evaluator("train", model=model), lengths.pop()
+    return training.FrameLookup.from_per_question(compute(ev, n), {s.question_id: ev.frame_indices(s, n)
+                                                                   for s in ev.samples}, what)
 
 
 def localizer_score_cache(ws: Workspace, model: SeViLA) -> training.FrameLookup:
-    """The frozen Localizer's score of every frame of every training video, computed once (mini profile)."""
-    ev, n = _every_frame(ws, model)
-    return training.FrameLookup.from_per_question(ev.frame_scores(n), {s.question_id: ev.frame_indices(s, n)
-                                                                       for s in ev.samples}, "Localizer score")
+    """The frozen Localizer's score of every frame of every training video."""
+    return _every_frame_lookup(ws, model, lambda ev, n: ev.frame_scores(n), "Localizer score")
 
 
 def answerer_logits_cache(ws: Workspace, model: SeViLA) -> training.FrameLookup:
     """The frozen Answerer's option logits from every frame alone of every training video, read out as the
-    reverse chain's labels are (teacher-forced letters), computed once (mini profile)."""
-    ev, n = _every_frame(ws, model)
-    return training.FrameLookup.from_per_question(ev.per_frame_logits(n, readout="teacher_forced"),
-                                                  {s.question_id: ev.frame_indices(s, n) for s in ev.samples},
-                                                  "Answerer logits")
+    reverse chain's labels are (teacher-forced letters)."""
+    return _every_frame_lookup(ws, model, lambda ev, n: ev.per_frame_logits(n, readout="teacher_forced"),
+                               "Answerer logits")
 
 
 def train(ws: Workspace, name: str, stage: str, seed: int = 0, start_from: Sequence[str] = (), smoke: bool = False,

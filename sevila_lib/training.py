@@ -396,6 +396,11 @@ class StageLoss(nn.Module):
         super().__init__()
         self.model, self.config, self.stored = model, config, stored
         self.keyframe_scores, self.frame_answers = keyframe_scores, frame_answers
+        # Checked once here, before any step: a cached frozen pass was computed without dropout.
+        if config.labelling_dropout and keyframe_scores is not None:
+            raise ValueError("cached Localizer scores cannot reproduce dropout in the selection pass")
+        if config.labelling_dropout and frame_answers is not None:
+            raise ValueError("cached Answerer logits cannot reproduce dropout in the labelling pass")
         self.epoch = 0
         self.label_rows: list[dict[str, Any]] = []  # online pseudo-labels since the last optimizer step
 
@@ -427,16 +432,12 @@ class StageLoss(nn.Module):
             return torch.tensor([random_keyframes(n, k, _item_rng(self.config.seed, self.epoch, qid))
                                  for qid in batch["question_id"]])
         if self.keyframe_scores is not None:
-            if self.config.labelling_dropout:
-                raise ValueError("cached Localizer scores cannot reproduce dropout in the selection pass")
             return scoring.select_keyframes(self.keyframe_scores(batch["question_id"], batch["frame_indices"]), k)
         with torch.no_grad(), labelling_mode(self.model, self.config.labelling_dropout):
             return scoring.select_keyframes(self.model.localize(features, batch["loc_text"]), k)
 
     def online_labels(self, features: Tensor, batch: dict[str, Any]) -> Tensor:
         if self.frame_answers is not None:
-            if self.config.labelling_dropout:
-                raise ValueError("cached Answerer logits cannot reproduce dropout in the labelling pass")
             logits = self.frame_answers(batch["question_id"], batch["frame_indices"]).to(features.device)
         else:
             with torch.no_grad(), labelling_mode(self.model, self.config.labelling_dropout):
