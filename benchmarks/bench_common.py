@@ -182,7 +182,7 @@ _TOKENIZER = None
 def world_tokenizer():
     global _TOKENIZER
     if _TOKENIZER is None:
-        _TOKENIZER = build_world_tokenizer()
+        _TOKENIZER = build_world_tokenizer(MomentsWorld().texts())
     return _TOKENIZER
 
 

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from .config import SevilaConfig, blip2_config_dict
+from .files import atomic_write_text, save_safetensors
 from .model import SeViLA
 
 BRIDGES = {"answerer": "", "localizer": "_loc"}  # kit bridge name -> LAVIS key suffix
@@ -161,63 +162,69 @@ def save_hf_blip2(model: SeViLA, directory: str | Path, bridge: str = "answerer"
     """Write the model as a BLIP-2 checkpoint directory (config.json + model.safetensors + tokenizer)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(directory / "config.json", json.dumps(blip2_config_dict(model.config.blip2), indent=2))
-    _atomic_save_safetensors(kit_to_hf_blip2(model, bridge), directory / "model.safetensors")
+    atomic_write_text(directory / "config.json", json.dumps(blip2_config_dict(model.config.blip2), indent=2))
+    save_safetensors(kit_to_hf_blip2(model, bridge), directory / "model.safetensors")
     model.tokenizer.save_pretrained(directory)
 
 
 # ---- LAVIS / official SeViLA layout -----------------------------------------------------------------------
-# Original name on the left, ours on the right ({i} = layer index, {s} = "" for the answerer, "_loc" localizer).
+# One table, read in both directions: (LAVIS name, kit name). {i} = a layer index; {s} = the bridge's LAVIS suffix
+# ("" answerer, "_loc" localizer) and {b} its kit name. A name ending in "." is a prefix, any other a whole key.
 LAVIS_RENAMES: list[tuple[str, str]] = [
-    (r"visual_encoder\.cls_token", "vision_encoder.embeddings.class_embedding"),
-    (r"visual_encoder\.pos_embed", "vision_encoder.embeddings.position_embedding"),
-    (r"visual_encoder\.patch_embed\.proj\.(weight|bias)", r"vision_encoder.embeddings.patch_embedding.\1"),
-    (r"visual_encoder\.blocks\.(\d+)\.norm1\.", r"vision_encoder.encoder.layers.\1.layer_norm1."),
-    (r"visual_encoder\.blocks\.(\d+)\.norm2\.", r"vision_encoder.encoder.layers.\1.layer_norm2."),
-    (r"visual_encoder\.blocks\.(\d+)\.attn\.qkv\.", r"vision_encoder.encoder.layers.\1.self_attn.qkv."),
-    (r"visual_encoder\.blocks\.(\d+)\.attn\.proj\.", r"vision_encoder.encoder.layers.\1.self_attn.projection."),
-    (r"visual_encoder\.blocks\.(\d+)\.mlp\.", r"vision_encoder.encoder.layers.\1.mlp."),
-    # q_bias / v_bias are merged into one qkv bias (k has none) by `_merge_qkv_bias`.
-    (r"ln_vision{s}\.", "{b}.vision_norm."),
-    (r"query_tokens{s}$", "{b}.query_tokens"),
-    (r"t5_proj{s}\.", "{b}.projection."),
-    (r"Qformer{s}\.bert\.embeddings\.LayerNorm\.", "{b}.qformer.layernorm."),
-    (r"Qformer{s}\.bert\.encoder\.layer\.(\d+)\.attention\.self\.", r"{b}.qformer.encoder.layer.\1.attention.attention."),
-    (r"Qformer{s}\.bert\.encoder\.layer\.(\d+)\.crossattention\.self\.",
-     r"{b}.qformer.encoder.layer.\1.crossattention.attention."),
-    (r"Qformer{s}\.bert\.encoder\.layer\.(\d+)\.(attention\.output|crossattention\.output|intermediate_query|output_query)\.",
-     r"{b}.qformer.encoder.layer.\1.\2."),
-    (r"t5_model\.", "llm."),
+    ("visual_encoder.cls_token", "vision_encoder.embeddings.class_embedding"),
+    ("visual_encoder.pos_embed", "vision_encoder.embeddings.position_embedding"),
+    ("visual_encoder.patch_embed.proj.", "vision_encoder.embeddings.patch_embedding."),
+    ("visual_encoder.blocks.{i}.norm1.", "vision_encoder.encoder.layers.{i}.layer_norm1."),
+    ("visual_encoder.blocks.{i}.norm2.", "vision_encoder.encoder.layers.{i}.layer_norm2."),
+    # EVA's q_bias / v_bias are one qkv bias here (zeros for k): `_merge_qkv_bias` / `_split_qkv_bias`.
+    ("visual_encoder.blocks.{i}.attn.qkv.", "vision_encoder.encoder.layers.{i}.self_attn.qkv."),
+    ("visual_encoder.blocks.{i}.attn.proj.", "vision_encoder.encoder.layers.{i}.self_attn.projection."),
+    ("visual_encoder.blocks.{i}.mlp.", "vision_encoder.encoder.layers.{i}.mlp."),
+    ("ln_vision{s}.", "{b}.vision_norm."),
+    ("query_tokens{s}", "{b}.query_tokens"),
+    ("t5_proj{s}.", "{b}.projection."),
+    ("Qformer{s}.bert.embeddings.LayerNorm.", "{b}.qformer.layernorm."),
+    ("Qformer{s}.bert.encoder.layer.{i}.attention.self.", "{b}.qformer.encoder.layer.{i}.attention.attention."),
+    ("Qformer{s}.bert.encoder.layer.{i}.crossattention.self.",
+     "{b}.qformer.encoder.layer.{i}.crossattention.attention."),
+    *[(f"Qformer{{s}}.bert.encoder.layer.{{i}}.{part}.", f"{{b}}.qformer.encoder.layer.{{i}}.{part}.")
+      for part in ("attention.output", "crossattention.output", "intermediate_query", "output_query")],
+    ("t5_model.", "llm."),
 ]
 # Keys LAVIS files may hold that SeViLA removes or never uses (the Q-Former's text side, buffers).
 LAVIS_IGNORED = re.compile(r"Qformer(_loc)?\.(cls\.|bert\.embeddings\.(word_embeddings|position_embeddings|position_ids)"
                            r"|bert\.encoder\.layer\.\d+\.(intermediate|output)\.)")
 
 
-def _compiled_renames() -> list[tuple[re.Pattern, str]]:
+def _renames(to_kit: bool) -> list[tuple[re.Pattern, str]]:
+    """`LAVIS_RENAMES` as (compiled source pattern, replacement), LAVIS -> kit or kit -> LAVIS."""
     table = []
-    for pattern, target in LAVIS_RENAMES:
-        if "{s}" in pattern:
-            for bridge, suffix in BRIDGES.items():
-                table.append((re.compile("^" + pattern.replace("{s}", re.escape(suffix))), target.replace("{b}", bridge)))
-        else:
-            table.append((re.compile("^" + pattern), target))
+    for lavis, kit in LAVIS_RENAMES:
+        source, target = (lavis, kit) if to_kit else (kit, lavis)
+        for bridge, suffix in (BRIDGES.items() if "{s}" in lavis else [("", "")]):
+            fill = lambda t: t.replace("{s}", suffix).replace("{b}", bridge)  # noqa: E731
+            pattern = re.escape(fill(source)).replace(r"\{i\}", r"(\d+)")
+            table.append((re.compile("^" + pattern + ("" if source.endswith(".") else "$")),
+                          fill(target).replace("{i}", r"\1")))
     return table
+
+
+def _rename(key: str, table: list[tuple[re.Pattern, str]]) -> str | None:
+    for pattern, target in table:
+        if pattern.match(key):
+            return pattern.sub(target, key, count=1)
+    return None
 
 
 def lavis_to_kit(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str], list[str]]:
     """Rename a LAVIS-layout state dict. Returns (renamed, unexpected keys, ignored keys)."""
-    table = _compiled_renames()
+    table = _renames(to_kit=True)
     out, unexpected, ignored = {}, [], []
-    state = _merge_qkv_bias(state)
-    for key, value in state.items():
+    for key, value in _merge_qkv_bias(state).items():
         if LAVIS_IGNORED.match(key):
             ignored.append(key)
-            continue
-        for pattern, target in table:
-            if pattern.match(key):
-                out[pattern.sub(target, key, count=1)] = value
-                break
+        elif (name := _rename(key, table)) is not None:
+            out[name] = value
         else:
             unexpected.append(key)
     return out, unexpected, ignored
@@ -233,55 +240,27 @@ def _merge_qkv_bias(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return state
 
 
+def _split_qkv_bias(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The inverse of `_merge_qkv_bias` on LAVIS names."""
+    state = dict(state)
+    for key in [k for k in state if k.startswith("visual_encoder.") and k.endswith(".attn.qkv.bias")]:
+        q, _, v = state.pop(key).chunk(3)
+        prefix = key[: -len("qkv.bias")]
+        state[prefix + "q_bias"], state[prefix + "v_bias"] = q, v
+    return state
+
+
 def kit_to_lavis(model: SeViLA, include_frozen: bool = True) -> dict[str, Tensor]:
-    """The model in the official LAVIS key layout (the inverse of `lavis_to_kit`), for round-trip tests and
-    for handing weights back to the official code."""
+    """The model in the official LAVIS key layout (the inverse of `lavis_to_kit`, from the same table), for
+    round-trip tests and for handing weights back to the official code."""
+    table = _renames(to_kit=False)
     out = {}
     for key, value in model.state_dict().items():
-        lavis = _kit_key_to_lavis(key)
-        if lavis is None:
+        name = _rename(key, table)
+        if name is None or (not include_frozen and name.startswith(("visual_encoder.", "t5_model."))):
             continue
-        if not include_frozen and (lavis[0] if isinstance(lavis, tuple) else lavis).startswith(
-                ("visual_encoder.", "t5_model.")):
-            continue
-        if isinstance(lavis, tuple):  # the merged qkv bias splits back into q_bias / v_bias
-            q, _, v = value.chunk(3)
-            out[lavis[0]], out[lavis[1]] = q, v
-        else:
-            out[lavis] = value
-    return out
-
-
-def _kit_key_to_lavis(key: str):
-    m = re.match(r"vision_encoder\.encoder\.layers\.(\d+)\.self_attn\.qkv\.bias$", key)
-    if m:
-        return (f"visual_encoder.blocks.{m.group(1)}.attn.q_bias", f"visual_encoder.blocks.{m.group(1)}.attn.v_bias")
-    simple = [
-        (r"vision_encoder\.embeddings\.class_embedding$", "visual_encoder.cls_token"),
-        (r"vision_encoder\.embeddings\.position_embedding$", "visual_encoder.pos_embed"),
-        (r"vision_encoder\.embeddings\.patch_embedding\.", "visual_encoder.patch_embed.proj."),
-        (r"vision_encoder\.encoder\.layers\.(\d+)\.layer_norm1\.", r"visual_encoder.blocks.\1.norm1."),
-        (r"vision_encoder\.encoder\.layers\.(\d+)\.layer_norm2\.", r"visual_encoder.blocks.\1.norm2."),
-        (r"vision_encoder\.encoder\.layers\.(\d+)\.self_attn\.qkv\.weight", r"visual_encoder.blocks.\1.attn.qkv.weight"),
-        (r"vision_encoder\.encoder\.layers\.(\d+)\.self_attn\.projection\.", r"visual_encoder.blocks.\1.attn.proj."),
-        (r"vision_encoder\.encoder\.layers\.(\d+)\.mlp\.", r"visual_encoder.blocks.\1.mlp."),
-        (r"llm\.", "t5_model."),
-    ]
-    for bridge, s in BRIDGES.items():
-        simple += [
-            (rf"{bridge}\.vision_norm\.", f"ln_vision{s}."),
-            (rf"{bridge}\.query_tokens$", f"query_tokens{s}"),
-            (rf"{bridge}\.projection\.", f"t5_proj{s}."),
-            (rf"{bridge}\.qformer\.layernorm\.", f"Qformer{s}.bert.embeddings.LayerNorm."),
-            (rf"{bridge}\.qformer\.encoder\.layer\.(\d+)\.attention\.attention\.", rf"Qformer{s}.bert.encoder.layer.\1.attention.self."),
-            (rf"{bridge}\.qformer\.encoder\.layer\.(\d+)\.crossattention\.attention\.",
-             rf"Qformer{s}.bert.encoder.layer.\1.crossattention.self."),
-            (rf"{bridge}\.qformer\.encoder\.layer\.(\d+)\.", rf"Qformer{s}.bert.encoder.layer.\1."),
-        ]
-    for pattern, target in simple:
-        if re.match(pattern, key):
-            return re.sub("^" + pattern, target, key, count=1)
-    return None
+        out[name] = value
+    return _split_qkv_bias(out)
 
 
 def _torch_load_weights_only(path: str | Path) -> dict[str, Tensor]:
@@ -324,8 +303,8 @@ def save_bridges(model: SeViLA, directory: str | Path, which: str = "both") -> P
     directory.mkdir(parents=True, exist_ok=True)
     names = list(BRIDGES) if which == "both" else [which]
     state = {k: v.contiguous() for k, v in model.state_dict().items() if k.split(".")[0] in names}
-    _atomic_save_safetensors(state, directory / BRIDGES_FILE)
-    _atomic_write_text(directory / CONFIG_FILE, json.dumps(model.config.to_dict(), indent=2, default=str))
+    save_safetensors(state, directory / BRIDGES_FILE)
+    atomic_write_text(directory / CONFIG_FILE, json.dumps(model.config.to_dict(), indent=2, default=str))
     return directory
 
 
@@ -337,15 +316,3 @@ def load_bridges(model: SeViLA, directory: str | Path) -> LoadReport:
         raise ValueError(f"{directory}: keys the model does not have: {report.unexpected[:5]}")
     report.missing = [k for k in report.missing if k.split(".")[0] in {k2.split(".")[0] for k2 in state}]
     return report
-
-
-def _atomic_save_safetensors(state: dict[str, Tensor], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        handle.write(text)
-    os.replace(handle.name, path)

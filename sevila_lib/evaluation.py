@@ -5,8 +5,10 @@ Variants (rows of the paper's Tables 1–3, 6, 7 and 9):
   "all"          Answerer on all n sampled frames concatenated (Table 3 row A)
   "localizer"    the forward chain: Localizer scores n frames, Answerer reads the top k (SeViLA)
   "ground_truth" Answerer on k of the n frames chosen by the known relevant moments (an upper bound)
-  "random"       Answerer on k random frames of the n (a sanity floor)
-Per-frame answers (`per_frame`) give BLIP-2^voting and the oracle of Table 9.
+  "random"       Answerer on one random frame in each of k segments of the n (a sanity floor; paper Table 8)
+Any keyframe selector, a scorer (`scorers.py`) followed by a rule (`selection.py`), runs with `select(scorer, rule)`,
+and every scorer × rule with `grid(...)` (paper Table 6 and the field's selectors); all of them go through the one
+chain in `chain.py`. Per-frame answers (`per_frame`) give BLIP-2^voting and the oracle of Table 9.
 
 The ViT is frozen, so each sampled frame's features are computed once and cached on disk, keyed by the video,
 the frame index and a fingerprint of the vision encoder's weights and input size: sweeps over k, n, prompts and
@@ -25,12 +27,16 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from . import prompts, scoring
+from . import prompts
+from .files import save_safetensors, write_dataframe
+from .chain import FrameBatch, Questions, answer_keyframes, select_keyframes
 from .model import SeViLA
+from .scorers import LocalizerScorer, Scorer, get_scorer
+from .selection import Rule, get_rule
 from .records import VideoQASample
 from .video import FrameReader, VideoError, frames_to_tensor, relevant_frame_mask, segment_frame_indices
 
@@ -116,10 +122,8 @@ class FeatureCache:
         self._evict()
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
-            path = self._file(key)
-            tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-            save_file({str(i): t.cpu() for i, t in stored.items()}, str(tmp))
-            os.replace(tmp, path)  # atomic: a killed run never leaves a half-written feature file
+            # atomic: a killed run never leaves a half-written feature file
+            save_safetensors({str(i): t for i, t in stored.items()}, self._file(key))
 
 
 @dataclass
@@ -204,63 +208,157 @@ class Evaluator:
     def _stack(self, batch, batch_indices) -> Tensor:
         return torch.stack([self.features(s, idx) for s, idx in zip(batch, batch_indices)]).to(self.model.device)
 
-    # ---- localizer scores, computed once per (n, prompt, kind) and reused for every k --------------------
+    def _frame_batch(self, batch: Sequence[VideoQASample], indices: Sequence[Sequence[int]],
+                     features: Tensor | None = None) -> FrameBatch:
+        """The chain's view of a batch: its features (stacked now unless given) and, on demand, its pixels."""
+        def read_pixels() -> Tensor:
+            size = self.model.config.image_size
+            return torch.stack([frames_to_tensor(self.reader.read(s, idx), size) for s, idx in zip(batch, indices)])
+
+        return FrameBatch(self.model, self._stack(batch, indices) if features is None else features,
+                          Questions.from_samples(batch), [list(idx) for idx in indices], read_pixels)
+
+    # ---- per-frame scores, computed once per (n, scorer) and reused by every rule and k -----------------
     @torch.inference_mode()
+    def scores(self, num_frames: int, scorers: Sequence[str | Scorer]) -> list[dict[str, Tensor]]:
+        """Every question's n per-frame scores under each scorer, by question id, in one pass over the videos:
+        ViT features are read once per batch and parts that scorers share (the Localizer bridge's tokens for
+        several prompts or score kinds) are computed once. Kept for the Evaluator's lifetime."""
+        scorers = [get_scorer(s) for s in scorers]
+        wanted = list({s.label: s for s in scorers if (num_frames, s.label) not in self._scores}.values())
+        if wanted:
+            found: dict[str, dict[str, Tensor]] = {s.label: {} for s in wanted}
+            for batch, indices in self._batches(num_frames, f"scores n={num_frames}"):
+                frame_batch = self._frame_batch(batch, indices)
+                for scorer in wanted:
+                    values = scorer(frame_batch).float().cpu()
+                    found[scorer.label].update({s.question_id: v for s, v in zip(batch, values)})
+            self._scores.update({(num_frames, label): table for label, table in found.items()})
+        return [self._scores[(num_frames, s.label)] for s in scorers]
+
     def frame_scores(self, num_frames: int, prompt: str = "official", score_kind: str = "logit",
                      also: Sequence[str] = ()) -> dict[str, Tensor]:
-        """Localizer scores of every question's n frames, by question id. Prompts in `also` are scored in
-        the same pass (kept for later calls): the bridge tokens do not depend on the prompt, so a sweep over
-        prompts runs the Localizer's Q-Former once per frame instead of once per prompt."""
-        wanted = [p for p in dict.fromkeys([prompt, *also]) if (num_frames, p, score_kind) not in self._scores]
-        if wanted:
-            scores: dict[str, dict[str, Tensor]] = {p: {} for p in wanted}
-            for batch, indices in self._batches(num_frames, f"localizer n={num_frames}"):
-                visual = self.model.localizer_tokens(self._stack(batch, indices))
-                for p in wanted:
-                    texts = [prompts.sample_loc_text(s, p) for s in batch]
-                    batch_scores = self.model.localize_visual(visual, texts, score_kind).cpu()
-                    scores[p].update({s.question_id: sc for s, sc in zip(batch, batch_scores)})
-            self._scores.update({(num_frames, p, score_kind): scores[p] for p in wanted})
-        return self._scores[(num_frames, prompt, score_kind)]
+        """The Localizer's scores of every question's n frames, by question id. Prompts in `also` are scored in the
+        same pass (kept for later calls): the bridge's tokens do not depend on the prompt, so a sweep over prompts
+        runs the Localizer's Q-Former once per frame instead of once per prompt."""
+        prompts_ = list(dict.fromkeys([prompt, *also]))
+        return self.scores(num_frames, [LocalizerScorer(score_kind, p) for p in prompts_])[0]
 
-    # ---- the variants -----------------------------------------------------------------------------------
+    # ---- predictions tables -----------------------------------------------------------------------------
     @torch.inference_mode()
-    def run(self, variant: str, num_frames: int = 32, num_keyframes: int = 4, prompt: str = "official",
-            readout: str = "official", score_kind: str = "logit", seed: int = 0) -> pd.DataFrame:
-        """One predictions table (one row per question) for a variant. See the module docstring."""
+    def run(self, variant: str = "localizer", num_frames: int = 32, num_keyframes: int = 4, prompt: str = "official",
+            readout: str = "official", score_kind: str = "logit", seed: int = 0,
+            rule: str | Rule = "top_k") -> pd.DataFrame:
+        """One predictions table (one row per question) for a variant. See the module docstring. `rule` is the
+        selection rule of the "localizer" variant (official: top-k)."""
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")
+        if variant == "localizer":
+            return self.select(LocalizerScorer(score_kind, prompt), rule, num_frames, num_keyframes, readout,
+                               variant="localizer", prompt=prompt)
+        if variant == "random":
+            return self.select(None, Rule("random", seed=seed), num_frames, num_keyframes, readout, variant="random")
+        if variant == "ground_truth":
+            def pick(batch, indices, k):
+                return torch.tensor([ground_truth_keyframes(self._relevant(s, idx), k)
+                                     for s, idx in zip(batch, indices)])
+        else:  # "uniform" reads k frames sampled from the whole video, "all" reads all n: every sampled frame
+            def pick(batch, indices, k):
+                return torch.arange(len(indices[0])).expand(len(batch), -1)
         sample_n = num_keyframes if variant == "uniform" else num_frames
-        scores = self.frame_scores(num_frames, prompt, score_kind) if variant == "localizer" else {}
-        rng = np.random.default_rng(seed)
+        return self._predict(variant, sample_n, num_frames, num_keyframes, readout, pick, None, "-", prompt)
+
+    @torch.inference_mode()
+    def select(self, scorer: str | Scorer | None, rule: str | Rule, num_frames: int = 32, num_keyframes: int = 4,
+               readout: str = "official", variant: str | None = None, prompt: str = "official") -> pd.DataFrame:
+        """Predictions of one keyframe selector: `scorer` scores the n sampled frames (None for rules that ignore
+        scores), `rule` keeps k of them, the Answerer reads those."""
+        rule = get_rule(rule)
+        scorer = get_scorer(scorer) if scorer is not None else None
+        scores = self.scores(num_frames, [scorer])[0] if scorer is not None else None
+        label = variant or f"{scorer.label if scorer else '-'} + {rule.label}"
+
+        def pick(batch, indices, k):
+            values = (torch.stack([scores[s.question_id] for s in batch]) if scores is not None
+                      else torch.zeros(len(batch), len(indices[0])))
+            return select_keyframes(values, rule, k, [s.question_id for s in batch])
+
+        return self._predict(label, num_frames, num_frames, num_keyframes, readout, pick, scores,
+                             scorer.label if scorer else "-", prompt, rule.label)
+
+    def grid(self, scorers: Sequence[str | Scorer | None], rules: Sequence[str | Rule], num_frames: int = 32,
+             num_keyframes: int = 4, readout: str = "official") -> pd.DataFrame:
+        """Every scorer × rule on the same questions, one predictions table. Scores are computed once per scorer
+        and rules are pure functions of them, so the grid costs one scoring pass per scorer plus the Answerer
+        calls for the distinct selections (a selection met before is looked up)."""
+        scorers = [get_scorer(s) if s is not None else None for s in scorers]
+        self.scores(num_frames, [s for s in scorers if s is not None])  # one pass over the videos
+        return pd.concat([self.select(s, r, num_frames, num_keyframes, readout) for s in scorers for r in rules],
+                         ignore_index=True)
+
+    @torch.inference_mode()
+    def run_selections(self, selections, readout: str = "official") -> pd.DataFrame:
+        """Predictions of the kit's Answerer on keyframes chosen elsewhere (`selection_files.read_selections`, or
+        a path to such a JSON file). The file's questions must be questions of this Evaluator; the Evaluator's
+        questions the file leaves out are recorded in `skipped`, never answered from other frames."""
+        from .selection_files import Selections, read_selections
+
+        chosen: Selections = selections if isinstance(selections, Selections) else read_selections(selections)
+        known = {s.question_id for s in self.samples}
+        unknown = sorted(set(chosen.questions) - known)
+        if unknown:
+            raise KeyError(f"{chosen.source}: questions not in this evaluation: {unknown[:5]}"
+                           f"{' …' if len(unknown) > 5 else ''}")
+        self.skipped += [Skipped(s.question_id, f"not in {chosen.source}") for s in self.samples
+                         if s.question_id not in chosen.questions]
+        todo = [s for s in self.samples if s.question_id in chosen.questions]
+        rows = []
+        for start in range(0, len(todo), self.batch_size):
+            for k in sorted({len(chosen.questions[s.question_id].keyframes) for s in todo[start:start + self.batch_size]}):
+                batch = [s for s in todo[start:start + self.batch_size]
+                         if len(chosen.questions[s.question_id].keyframes) == k]
+                picks = [chosen.questions[s.question_id] for s in batch]
+                for sample, pick in zip(batch, picks):
+                    length = self.reader.info(sample).num_frames
+                    if max(pick.frame_indices) >= length:
+                        raise ValueError(f"{chosen.source}: question {sample.question_id!r} names frame "
+                                         f"{max(pick.frame_indices)} of a {length}-frame video")
+                indices = [p.frame_indices for p in picks]
+                keyframes = torch.tensor([[p.frame_indices.index(f) for f in p.keyframes] for p in picks])
+                logits = self._answers(batch, indices, keyframes, readout)
+                for sample, pick, lg in zip(batch, picks, logits):
+                    rows.append(self._row(sample, "file", len(pick.frame_indices), k, "-", pick.frame_indices,
+                                          pick.keyframes, pick.scores, lg, chosen.selector.get("scorer") or "-",
+                                          chosen.selector.get("rule") or "-"))
+        order = {s.question_id: i for i, s in enumerate(self.samples)}
+        return pd.DataFrame(sorted(rows, key=lambda r: order[r["question_id"]]))
+
+    def _predict(self, variant, sample_n, num_frames, num_keyframes, readout, pick, scores, scorer_label, prompt,
+                 rule_label="-") -> pd.DataFrame:
         rows = []
         for batch, indices in self._batches(sample_n, f"{variant} {num_frames}->{num_keyframes}"):
-            if variant in ("uniform", "all"):
-                chosen = [list(range(len(idx))) for idx in indices]
-            elif variant == "localizer":
-                chosen = scoring.select_keyframes(torch.stack([scores[s.question_id] for s in batch]),
-                                                  num_keyframes).tolist()
-            elif variant == "ground_truth":
-                chosen = [ground_truth_keyframes(self._relevant(s, idx), num_keyframes) for s, idx in zip(batch, indices)]
-            else:  # random
-                chosen = [sorted(rng.choice(len(idx), num_keyframes, replace=False).tolist()) for idx in indices]
-            selected = [[idx[c] for c in ch] for idx, ch in zip(indices, chosen)]
-            logits = self._answers(batch, selected, readout)
-            for sample, idx, frames, lg in zip(batch, indices, selected, logits):
-                rows.append(self._row(sample, variant, num_frames, num_keyframes, prompt, idx, frames,
-                                      scores[sample.question_id].tolist() if scores else None, lg))
+            keyframes = pick(batch, indices, num_keyframes)  # (B, k) positions among the sampled frames
+            logits = self._answers(batch, indices, keyframes, readout)
+            for sample, idx, positions, lg in zip(batch, indices, keyframes.tolist(), logits):
+                rows.append(self._row(sample, variant, num_frames, num_keyframes, prompt, idx,
+                                      [idx[p] for p in positions],
+                                      scores[sample.question_id].tolist() if scores is not None else None, lg,
+                                      scorer_label, rule_label))
         return pd.DataFrame(rows)
 
-    def _answers(self, batch: Sequence[VideoQASample], selected: Sequence[Sequence[int]], readout: str) -> list[Tensor]:
-        """Answerer logits for each question's selected frames. The Answerer is a pure function of (question,
-        frames), so a selection met before (another prompt or k picking the same frames, uniform == ground
-        truth, ...) is looked up instead of recomputed; the table holds a few floats per entry."""
-        keys = [(s.question_id, tuple(frames), readout) for s, frames in zip(batch, selected)]
+    def _answers(self, batch: Sequence[VideoQASample], indices: Sequence[Sequence[int]], keyframes: Tensor,
+                 readout: str) -> list[Tensor]:
+        """Answerer logits for each question's keyframes (positions among its sampled frames). The Answerer is a
+        pure function of (question, frames), so a selection met before (another prompt, rule or k picking the same
+        frames, uniform == ground truth, ...) is looked up instead of recomputed; the table holds a few floats."""
+        keys = [(s.question_id, tuple(idx[p] for p in kf), readout)
+                for s, idx, kf in zip(batch, indices, keyframes.tolist())]
         todo = [i for i, key in enumerate(keys) if key not in self._answer_logits]
         if todo:
-            feats = torch.stack([self.features(batch[i], selected[i]) for i in todo]).to(self.model.device)
-            logits = self.model.answer(feats, [prompts.sample_qa_text(batch[i]) for i in todo],
-                                       [len(batch[i].options) for i in todo], readout).cpu()
+            sub = [batch[i] for i in todo]
+            frames = self._frame_batch(sub, [indices[i] for i in todo])
+            logits = answer_keyframes(self.model, frames.features, keyframes[todo], frames.questions.qa_texts,
+                                      frames.questions.num_options, readout).cpu()
             self._answer_logits.update({keys[i]: lg for i, lg in zip(todo, logits)})
         return [self._answer_logits[key] for key in keys]
 
@@ -301,14 +399,17 @@ class Evaluator:
             raise ValueError(f"{sample.question_id}: ground-truth keyframes need known moments")
         return relevant_frame_mask(indices, self.reader.info(sample).fps, sample.moments)
 
-    def _row(self, sample, variant, num_frames, num_keyframes, prompt, sampled, selected, frame_scores, logits):
+    def _row(self, sample, variant, num_frames, num_keyframes, prompt, sampled, selected, frame_scores, logits,
+             scorer="-", rule="-"):
         relevant = None
         if sample.moments:  # every relevant frame of the whole video
             every = range(self.reader.info(sample).num_frames)
             relevant = [i for i, r in zip(every, self._relevant(sample, every)) if r]
         probs = logits.softmax(-1)
         return dict(question_id=sample.question_id, question_type=sample.question_type, dataset=sample.dataset,
-                    variant=variant, num_frames=num_frames, num_keyframes=num_keyframes, prompt=prompt,
+                    video=sample.video,
+                    variant=variant, scorer=scorer, rule=rule, num_frames=num_frames, num_keyframes=num_keyframes,
+                    prompt=prompt,
                     sampled_frames=list(sampled), selected_frames=selected, frame_scores=frame_scores,
                     option_probs=probs[: len(sample.options)].tolist(), prediction=int(logits.argmax()),
                     answer=sample.answer, relevant_frames=relevant)
@@ -330,8 +431,6 @@ def ground_truth_keyframes(relevant: Sequence[bool], k: int) -> list[int]:
 
 def save_predictions(table: pd.DataFrame, path: str | Path) -> Path:
     """Write a predictions table atomically (parquet keeps the list columns; .csv also works)."""
-    from .report import write_dataframe
-
     return write_dataframe(table, path)
 
 
@@ -346,3 +445,84 @@ def summary(table: pd.DataFrame, **labels) -> dict:
         row["hit_rate"] = round(100 * metrics.keyframe_hit_rate(localized), 2)
         row["recall"] = round(100 * metrics.keyframe_recall(localized), 2)
     return row
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Several processes (GPUs or nodes): shard by video, gather one table
+# ---------------------------------------------------------------------------------------------------------
+
+def shard_by_video(samples: Sequence[VideoQASample], process_index: int, num_processes: int) -> list[VideoQASample]:
+    """The questions one process evaluates: whole videos, dealt in turn in order of first appearance, so every
+    video's ViT features are computed by exactly one process (and cached by it), never twice across the shards."""
+    owner: dict[str, int] = {}
+    for sample in samples:
+        owner.setdefault(sample.video, len(owner) % num_processes)
+    return [s for s in samples if owner[s.video] == process_index]
+
+
+def process_state():
+    """Accelerate's view of the processes; several CPU processes (torchrun, no GPU) must ask for `cpu=True` or
+    Accelerate treats them as independent runs (as `training.make_accelerator` does)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1)
+
+
+def evaluate_distributed(ev: Evaluator, evaluate) -> pd.DataFrame:
+    """`evaluate(evaluator)` (e.g. `lambda e: e.select("localizer", "top_k")`) on this process's shard of `ev`'s
+    questions, gathered into the table one process would write (rows in `ev.samples` order) on every process.
+    Works under `accelerate launch` or `torchrun` (CPU processes need ACCELERATE_USE_CPU=true); one process simply
+    evaluates everything."""
+    from dataclasses import replace
+
+    from accelerate.utils import gather_object
+
+    state = process_state()
+    if state.num_processes == 1:
+        return evaluate(ev)
+    mine = replace(ev, samples=shard_by_video(ev.samples, state.process_index, state.num_processes), skipped=[])
+    table = evaluate(mine)
+    rows = gather_object(table.to_dict("records"))
+    skipped = gather_object([vars(s) for s in mine.skipped])
+    ev.skipped += [Skipped(**s) for s in skipped]
+    order = {s.question_id: i for i, s in enumerate(ev.samples)}
+    # A question evaluated twice (never, with whole-video shards) would show here as a duplicate id.
+    rows.sort(key=lambda r: (order[r["question_id"]], str(r.get("scorer")), str(r.get("rule"))))
+    return pd.DataFrame(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """python -m sevila_lib.evaluation --profile mini --scorer localizer --rule top_k --out preds.parquet
+    (under `accelerate launch --num_processes N` or `torchrun --nproc_per_node N` to shard the questions)."""
+    import argparse
+
+    from .workspace import open_workspace
+
+    parser = argparse.ArgumentParser(prog="python -m sevila_lib.evaluation", description=main.__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="mini")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--max-questions", type=int, default=0)
+    parser.add_argument("--scorer", default="localizer", help="a name in scorers.SCORERS")
+    parser.add_argument("--rule", default="top_k", help="a name in selection.RULES")
+    parser.add_argument("--num-frames", type=int, default=32)
+    parser.add_argument("--keyframes", type=int, default=4)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cache-dir", default=None, help="ViT feature cache (default: the workspace's)")
+    parser.add_argument("--out", required=True, help="predictions table (.parquet or .csv)")
+    args = parser.parse_args(argv)
+    state = process_state()
+    device = str(state.device) if args.device == "auto" else args.device
+    ws = open_workspace(args.profile, device=device, max_questions=args.max_questions or None)
+    ev = ws.evaluator(args.split, **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
+    table = evaluate_distributed(ev, lambda e: e.select(args.scorer, args.rule, args.num_frames, args.keyframes))
+    if state.is_main_process:
+        save_predictions(table, args.out)
+        print(f"{len(table)} questions ({state.num_processes} processes), accuracy "
+              f"{100 * (table.prediction == table.answer).mean():.1f}%, skipped {len(ev.skipped)} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

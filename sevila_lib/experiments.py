@@ -202,3 +202,37 @@ def write_effects_report(effects: dict[str, dict], path: Path, title: str, pream
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def compare_selectors(ev, scorers: Sequence, rules: Sequence, num_frames: int = 32, num_keyframes: int = 4,
+                      baseline: str = "uniform", seed: int = 0, label: str = "") -> tuple[dict[str, pd.DataFrame],
+                                                                                       pd.DataFrame]:
+    """Every scorer × rule on the evaluator's questions with the same Answerer (paper Table 6 and the field's
+    selectors), plus the "uniform" variant (k frames sampled from the whole video) as the baseline. Returns the
+    predictions tables by setting and one comparison row per setting (`metrics.compare_to_baseline`: accuracy per
+    family, hit-rate, recall, paired-bootstrap Δ vs the baseline with 95% CIs)."""
+    from . import metrics
+
+    tables = {baseline: ev.run(baseline, num_frames, num_keyframes)}
+    grid = ev.grid(scorers, rules, num_frames, num_keyframes)
+    for (scorer, rule), table in grid.groupby(["scorer", "rule"], sort=False):
+        tables[f"{label}{scorer} + {rule}"] = table.reset_index(drop=True)
+    rows = metrics.compare_to_baseline(tables, baseline, seed=seed)
+    return tables, rows
+
+
+def where_rules_differ(rows: pd.DataFrame, family: str = "world_counting", reference: str = "top_k") -> str:
+    """A sentence, computed from a comparison table, on how each scorer's rules compare with its top-k on one
+    question family (counting: evidence spread over the video, where coverage-aware rules should differ)."""
+    if family not in rows:
+        return f"No {family} column in this table."
+    parts = []
+    for setting, value in zip(rows["setting"], rows[family]):
+        if " + " not in setting or setting.endswith(reference):
+            continue
+        scorer = setting.split(" + ")[0]
+        ref = rows.loc[rows["setting"] == f"{scorer} + {reference}", family]
+        if len(ref):
+            parts.append(f"{setting}: {value - float(ref.iloc[0]):+.1f}")
+    return (f"{family} accuracy minus the same scorer's {reference} (points; a single-seed difference, see the CIs "
+            f"above for noise): " + "; ".join(parts)) if parts else "nothing to compare"

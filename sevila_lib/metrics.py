@@ -362,3 +362,52 @@ def bootstrap_ci(
         stats.append(statistic(df.iloc[rows]))
     low, high = np.nanquantile(stats, [alpha / 2, 1 - alpha / 2])
     return float(low), float(high)
+
+
+def per_question(df: pd.DataFrame, metric: str = "accuracy") -> pd.Series:
+    """One value per question id: 1/0 correctness ("accuracy"), or whether a keyframe is relevant ("hit_rate";
+    questions without known relevant frames and counting questions, whose evidence is spread out, are left out)."""
+    if metric == "accuracy":
+        return pd.Series(_correct(df).astype(float).to_numpy(), index=df["question_id"].to_numpy())
+    if metric == "hit_rate":
+        known = df[df["relevant_frames"].map(lambda r: bool(_as_set(r))) & (df["question_type"] != "counting")]
+        hits = [float(bool(sel & rel)) for sel, rel in _frame_sets(known)]
+        return pd.Series(hits, index=known["question_id"].to_numpy(), dtype=float)
+    raise ValueError(f"unknown per-question metric {metric!r}; use 'accuracy' or 'hit_rate'")
+
+
+def paired_bootstrap(treatment: pd.DataFrame, baseline: pd.DataFrame, metric: str = "accuracy",
+                     n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> dict[str, float]:
+    """Difference treatment − baseline of a per-question metric (percentage points) on the questions both tables
+    answer, with a paired percentile bootstrap CI: the same resampled questions score both settings, so the
+    interval reflects the difference itself, not two independent noises. `holds` is True when the CI excludes 0
+    in the treatment's favour."""
+    a, b = per_question(treatment, metric), per_question(baseline, metric)
+    common = a.index.intersection(b.index)
+    if len(common) == 0:
+        return {"delta": float("nan"), "low": float("nan"), "high": float("nan"), "questions": 0, "holds": False}
+    diff = 100 * (a.loc[common].to_numpy() - b.loc[common].to_numpy())
+    draws = np.random.default_rng(seed).integers(0, len(diff), size=(n_boot, len(diff)))
+    low, high = np.quantile(diff[draws].mean(1), [alpha / 2, 1 - alpha / 2])
+    return {"delta": float(diff.mean()), "low": float(low), "high": float(high), "questions": int(len(common)),
+            "holds": bool(low > 0)}
+
+
+def compare_to_baseline(tables: Mapping[str, pd.DataFrame], baseline: str, n_boot: int = 2000,
+                        seed: int = 0) -> pd.DataFrame:
+    """One row per setting: accuracy in the paper's columns, keyframe hit-rate and recall where relevant frames are
+    known, and the paired-bootstrap difference from `tables[baseline]` with its 95% CI (accuracy and hit-rate)."""
+    rows = []
+    for label, table in tables.items():
+        row = {"setting": label, "questions": len(table), **summarize(table).round(1).to_dict()}
+        if "relevant_frames" in table and table["relevant_frames"].notna().any():
+            localized = table[table["question_type"] != "counting"]
+            row["hit_rate"] = round(100 * keyframe_hit_rate(localized), 1)
+            row["recall"] = round(100 * keyframe_recall(localized), 1)
+        for metric in ("accuracy", "hit_rate") if "hit_rate" in row else ("accuracy",):
+            if label == baseline:
+                continue
+            d = paired_bootstrap(table, tables[baseline], metric, n_boot, seed)
+            row[f"Δ{metric} vs {baseline}"] = f"{d['delta']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}]"
+        rows.append(row)
+    return pd.DataFrame(rows)

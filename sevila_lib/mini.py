@@ -149,7 +149,7 @@ def pretrain(config: PretrainConfig = PretrainConfig(), out_dir: str | Path = pa
     torch.manual_seed(config.seed)
     started = time.time()
     world = world or world_mod.MomentsWorld()
-    tokenizer = build_world_tokenizer(world)
+    tokenizer = build_world_tokenizer(world.texts())
     model = SeViLA(mini_config(len(tokenizer)), tokenizer)
     model.requires_grad_(True)
     examples = [(ex.frame[None], ex.input_text, ex.target_text) for ex in

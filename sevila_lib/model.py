@@ -18,7 +18,7 @@ Introduced in `notebooks/00_setup.ipynb` and `notebooks/01_forward_chain.ipynb`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
 from functools import cached_property
 from typing import Sequence
 
@@ -26,8 +26,11 @@ import torch
 from torch import Tensor, nn
 from transformers import Blip2QFormerModel, Blip2VisionModel, T5ForConditionalGeneration
 
-from . import prompts, scoring
+from . import chain, prompts, scoring
+from .chain import ChainOutput
 from .config import DTYPES, SevilaConfig
+from .scorers import LocalizerScorer
+from .selection import Rule
 
 
 class Bridge(nn.Module):
@@ -60,17 +63,6 @@ class Localizer(Bridge):
 
 class Answerer(Bridge):
     """Answers from k keyframes written as "Frame 1: … Frame k: …" (its bridge; read-outs in `scoring.py`)."""
-
-
-@dataclass
-class ChainOutput:
-    """What the forward chain returns for a batch of B questions over T sampled frames."""
-
-    frame_scores: Tensor  # (B, T) localizer score of every sampled frame
-    keyframes: Tensor  # (B, k) indices into the T sampled frames, temporal order
-    option_logits: Tensor  # (B, num_options) letter logits; -inf beyond a question's own option count
-    option_probs: Tensor  # (B, num_options) softmax of option_logits
-    prediction: Tensor  # (B,) predicted option index
 
 
 class SeViLA(nn.Module):
@@ -108,6 +100,16 @@ class SeViLA(nn.Module):
         self.vision_encoder.eval()  # frozen ViT never trains (official `disabled_train`)
         self.llm.train(mode and self.frozen_dropout)
         return self
+
+    def sharing_frozen_parts(self) -> "SeViLA":
+        """A model with its own copies of the two bridges (the only parts that train) and the SAME frozen ViT and
+        T5 modules as this one: a training run or a composed model (`Workspace.model_with`) costs two Q-Formers,
+        never a copy of the frozen billions of parameters. Train it, not this one, and keep the frozen parts frozen."""
+        twin = copy.copy(self)  # shallow: shares the tokenizer, config and frozen modules
+        twin._parameters, twin._buffers, twin._modules = dict(self._parameters), dict(self._buffers), dict(self._modules)
+        twin.localizer, twin.answerer = copy.deepcopy(self.localizer), copy.deepcopy(self.answerer)
+        twin.truncation = prompts.TruncationCounter()
+        return twin
 
     @property
     def device(self) -> torch.device:
@@ -246,23 +248,21 @@ class SeViLA(nn.Module):
         embeds, mask = self.keyframe_inputs(visual, qa_texts)
         return self._seq2seq_loss(embeds, mask, [prompts.answer_target(a) for a in answers])
 
-    # ---- the forward chain ------------------------------------------------------------------------------
+    # ---- the forward chain (written once, in chain.py) --------------------------------------------------
     @torch.inference_mode()
     def forward_chain(self, features: Tensor, qa_texts: Sequence[str], loc_texts: Sequence[str],
                       num_options: int | Sequence[int], num_keyframes: int = 4,
-                      readout: str = "official", score_kind: str = "logit") -> ChainOutput:
-        """Localizer → top-k keyframes → Answerer, for B questions over T frames.
+                      readout: str = "official", score_kind: str = "logit", rule: str | Rule = "top_k") -> ChainOutput:
+        """Localizer → `rule` (official: top-k in temporal order) → Answerer, for B questions over T frames.
 
-        features: raw ViT tokens (B, T, P, Dv) from `encode_frames` (or a feature cache).
+        features: raw ViT tokens (B, T, P, Dv) from `encode_frames` (or a feature cache). Other scorers and rules:
+        `chain.forward_chain` with a `scorers.get_scorer(...)`.
         """
-        # step 1: the Localizer scores every sampled frame
-        frame_scores = self.localize(features, loc_texts, score_kind)
-        # step 2: keep the top-k, in temporal order
-        keyframes = scoring.select_keyframes(frame_scores, num_keyframes)
-        # step 3: the Answerer reads the keyframes' features (the ViT is not run again)
-        selected = features[torch.arange(len(features), device=features.device)[:, None], keyframes.to(features.device)]
-        logits = self.answer(selected, qa_texts, num_options, readout)
-        return ChainOutput(frame_scores, keyframes, logits, logits.softmax(-1), logits.argmax(-1))
+        b, t = features.shape[:2]
+        questions = chain.Questions([str(i) for i in range(b)], list(qa_texts), self._option_counts(num_options, b),
+                                    list(qa_texts), loc_texts_given={"official": list(loc_texts)})
+        batch = chain.FrameBatch(self, features, questions, [list(range(t))] * b)
+        return chain.forward_chain(batch, LocalizerScorer(kind=score_kind), rule, num_keyframes, readout)
 
     # ---- shared helpers ---------------------------------------------------------------------------------
     @staticmethod

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sevila_lib.files import atomic_write_text as _write_atomic, write_dataframe  # noqa: F401 (re-exported)
 from sevila_lib.paths import REPORTS_DIR
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -106,33 +107,6 @@ def to_latex(df: pd.DataFrame, floatfmt: str = ".1f", index: bool = False) -> st
     lines = [rf"\begin{{tabular}}{{{align}}}", r"\hline", row(header), r"\hline", *map(row, body), r"\hline",
              r"\end{tabular}"]
     return "\n".join(lines) + "\n"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write to a temp file in the same folder, then os.replace it over `path` (atomic on POSIX)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_dataframe(table: pd.DataFrame, path: str | Path) -> Path:
-    """Write a DataFrame atomically (temp file + os.replace): .parquet keeps list columns, anything else is CSV.
-    An interrupted run never leaves a half-written file that a later step would read as complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix == ".parquet":
-        table.to_parquet(tmp, index=False)
-    else:
-        table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
 
 
 def write_table(df: pd.DataFrame, path_stem: str | Path, floatfmt: str = ".1f") -> list[Path]:

@@ -6,7 +6,7 @@
 * Answerer, `official` read-out: greedy first token, then the option-letter logits at the second step
   conditioned on THAT token, whatever it is (this produced the paper's zero-shot numbers).
 * Answerer, `teacher_forced` read-out: feed "Option" and read the letter logits (the pseudo-labelling rule).
-* Keyframe selection: top-k, kept in temporal order, ties to the earlier frame.
+* Keyframe selection (`selection.py`): top-k, kept in temporal order, ties to the earlier frame.
 
 Token ids always come from the tokenizer; nothing is hard-coded (the official ids 4273/150 and
 71/272/205/309/262 are what the Flan-T5 tokenizer gives, and a test checks we derive the same rule).
@@ -96,9 +96,8 @@ def option_logits(llm, inputs_embeds: Tensor, attention_mask: Tensor, tokens: An
 
 
 def select_keyframes(frame_scores: Tensor, num_keyframes: int) -> Tensor:
-    """Top-k frames per row, returned in temporal order; ties go to the earlier frame. (B, T) -> (B, k)"""
-    if not 1 <= num_keyframes <= frame_scores.shape[-1]:
-        raise ValueError(f"cannot keep {num_keyframes} keyframes of {frame_scores.shape[-1]} frames")
-    # A stable descending sort keeps equal scores in index order, unlike torch.topk.
-    order = torch.sort(frame_scores, dim=-1, descending=True, stable=True).indices
-    return order[:, :num_keyframes].sort(dim=-1).values
+    """The official rule: top-k frames per row in temporal order, ties to the earlier frame (`selection.top_k`).
+    (B, T) -> (B, k)"""
+    from .selection import Rule
+
+    return Rule("top_k")(frame_scores, num_keyframes)

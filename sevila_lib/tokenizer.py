@@ -20,6 +20,7 @@ import math
 import re
 from collections import Counter
 from pathlib import Path
+from typing import Sequence
 
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import Unigram
@@ -69,15 +70,12 @@ def vocabulary(texts: list[str]) -> list[tuple[str, float]]:
     return [(s, 0.0) for s in SPECIALS] + pieces
 
 
-def build_world_tokenizer(world=None, out_dir: str | Path | None = None) -> PreTrainedTokenizerFast:
-    """The world's T5-style tokenizer; `world` defaults to `MomentsWorld()`. Saved to `out_dir` if given
-    (`AutoTokenizer.from_pretrained(out_dir)` loads it back). Same world -> byte-identical files."""
-    if world is None:
-        from .world import MomentsWorld
-
-        world = MomentsWorld()
+def build_world_tokenizer(world_texts: Sequence[str], out_dir: str | Path | None = None) -> PreTrainedTokenizerFast:
+    """The world's T5-style tokenizer over the kit's prompts and `world_texts` (`MomentsWorld.texts()`: every text
+    the world can produce). Saved to `out_dir` if given (`AutoTokenizer.from_pretrained(out_dir)` loads it back).
+    Same texts -> byte-identical files."""
     tok = _backend()
-    tok.model = Unigram(vocabulary(prompt_texts() + world.texts()), unk_id=2)
+    tok.model = Unigram(vocabulary(prompt_texts() + list(world_texts)), unk_id=2)
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
                                                        special_tokens=[("</s>", 1)])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",

@@ -26,12 +26,9 @@ import csv
 import json
 import math
 import os
-import random
-import shutil
 import sys
-import zlib
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -45,342 +42,19 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from . import paths, scoring
+from . import chain
 from .checkpoints import load_bridges, save_bridges
+from .checkpointing import Position, latest_checkpoint, load_checkpoint, save_checkpoint
 from .model import SeViLA
+from .pseudo_labels import (LABEL_COLUMNS, FrameLookup, LabelLookup, PseudoLabels, label_row_dicts,  # noqa: F401
+                            labelling_mode, pseudo_label_stats, pseudo_labels, read_label_table, report_label_stats,
+                            write_label_table)
+from .schedule import (LinearWarmupCosineLR, build_optimizer, decays, linear_warmup_cosine_lr,  # noqa: F401
+                       param_groups)
+from .selection import Rule
+from .train_config import CHOICES, PRESETS, STAGE_BRIDGE, TrainConfig, preset  # noqa: F401
 
-STAGE_BRIDGE = {"pretrain_localizer": "localizer", "train_answerer": "answerer", "refine_localizer": "localizer"}
-CHOICES = {
-    "stage": tuple(STAGE_BRIDGE),
-    "keyframe_source": ("localizer", "uniform", "random"),
-    "label_mode": ("online", "stored"),
-    "label_policy": ("argmax", "threshold"),
-    "mixed_precision": ("no", "fp16", "bf16", "auto"),
-}
 LOG_COLUMNS = ("step", "epoch", "loss", "lr", "samples")
-LABEL_COLUMNS = ("question_id", "frame_index", "position", "gold_prob", "correct", "label")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Configuration
-# ---------------------------------------------------------------------------------------------------------
-
-@dataclass
-class TrainConfig:
-    """One training run. Notebook parameters map one-to-one onto these fields; unknown keys are rejected.
-
-    Steps count optimizer steps; iterations count batches per process (the LAVIS warm-up counts these).
-    Global batch = batch_size × processes × grad_accum_steps.
-    """
-
-    stage: str = "train_answerer"  # "pretrain_localizer" | "train_answerer" | "refine_localizer"
-    # optimiser and schedule (spec §2.2)
-    init_lr: float = 3e-5
-    min_lr: float = 0.0
-    warmup_lr: float = 1e-8
-    warmup_steps: int = 1000  # iterations of linear warm-up in epoch 0 (0 = none)
-    weight_decay: float = 0.05
-    epochs: int = 10
-    batch_size: int = 8  # per process (official scripts: per GPU, 4 GPUs)
-    grad_accum_steps: int = 1
-    max_grad_norm: float | None = None  # official: no clipping
-    # frames
-    num_frames: int = 32  # n: frames the dataset samples per video
-    num_keyframes: int = 4  # k: frames the Answerer reads (train_answerer)
-    keyframe_source: str = "localizer"  # "localizer" (official) | "uniform" | "random" (paper Table 8)
-    # pseudo-labels (refine_localizer, spec §2.4)
-    label_mode: str = "online"  # "online" (official: every step) | "stored" (once, into a table)
-    label_policy: str = "argmax"  # "argmax" (official: argmax == gold) | "threshold" (P(gold) ≥ tau)
-    tau: float = 0.5
-    labelling_dropout: bool = False  # True = official: dropout on in the no-grad labelling/selection passes
-    llm_dropout: bool = False  # True = official: T5 dropout on in the gradient pass (`SeViLA.frozen_dropout`)
-    labels_path: str = ""  # stored table (.csv or .parquet); "" = <output_dir>/pseudo_labels.csv
-    # run
-    seed: int = 42
-    output_dir: str = ""  # "" = reports/runs/<stage>
-    checkpoint_every: int = 0  # optimizer steps between checkpoints; 0 = only the final one
-    max_steps: int | None = None  # stop after this many optimizer steps (the schedule still follows `epochs`)
-    mixed_precision: str = "no"  # "no" | "fp16" | "bf16" | "auto" (fp16 on CUDA as official AMP, "no" on CPU)
-    log_every: int = 1
-    num_workers: int = 0
-    shuffle: bool = True
-    progress_bar: bool = True  # tqdm; also off when stderr is not a terminal
-
-    def __post_init__(self):
-        for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}; choose from {allowed}")
-        for name in ("epochs", "batch_size", "grad_accum_steps", "num_frames", "num_keyframes", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be ≥ 1, got {getattr(self, name)}")
-        if self.stage == "train_answerer" and self.num_keyframes > self.num_frames:
-            raise ValueError(f"cannot keep {self.num_keyframes} keyframes of {self.num_frames} frames")
-        if not self.output_dir:
-            self.output_dir = str(paths.REPORTS_DIR / "runs" / self.stage)
-
-    @property
-    def bridge(self) -> str:
-        """The bridge this stage trains ("localizer" or "answerer")."""
-        return STAGE_BRIDGE[self.stage]
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"Unknown TrainConfig keys: {sorted(unknown)}")
-        return cls(**data)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "TrainConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
-
-    def save(self, path: str | os.PathLike) -> None:
-        _atomic_write_text(Path(path), json.dumps(asdict(self), indent=2))
-
-
-# The official recipes (spec §2.3, run scripts; batch sizes are per GPU on 4 GPUs). Dropout switches stay at the
-# kit's defaults (off); set labelling_dropout / llm_dropout to True for the official behaviour (spec §1.7).
-PRESETS: dict[str, dict[str, Any]] = {
-    "qvh_pretrain": dict(stage="pretrain_localizer", init_lr=3e-5, warmup_steps=1000, epochs=80, batch_size=16,
-                         grad_accum_steps=1, num_frames=4, mixed_precision="auto"),
-    "nextqa_answerer": dict(stage="train_answerer", init_lr=3e-5, warmup_steps=1000, epochs=10, batch_size=8,
-                            grad_accum_steps=2, num_frames=32, num_keyframes=4, keyframe_source="localizer",
-                            mixed_precision="auto"),
-    "nextqa_refine": dict(stage="refine_localizer", init_lr=3e-5, warmup_steps=500, epochs=10, batch_size=16,
-                          grad_accum_steps=1, num_frames=4, num_keyframes=4, label_mode="online",
-                          label_policy="argmax", mixed_precision="auto"),
-}
-
-
-def preset(name: str, **overrides) -> TrainConfig:
-    """A named official recipe with optional overrides, e.g. `preset("nextqa_refine", epochs=1)`."""
-    if name not in PRESETS:
-        raise ValueError(f"Unknown training preset {name!r}; choose from {sorted(PRESETS)}")
-    return TrainConfig.from_dict({**PRESETS[name], **overrides})
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Optimiser and schedule (spec §2.2)
-# ---------------------------------------------------------------------------------------------------------
-
-def decays(name: str, param: Tensor) -> bool:
-    """The official rule (LAVIS `runner_base.optimizer`): decay parameters with ndim ≥ 2 unless the name marks a
-    bias or a norm ("ln"/"bn" there, "norm" in transformers' names). The query tokens (1, Q, D) are decayed."""
-    return param.ndim >= 2 and not any(tag in name.lower() for tag in ("bias", "norm", "ln", "bn"))
-
-
-def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Two AdamW groups over the trainable parameters: decayed and not decayed."""
-    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
-    return [{"params": [p for n, p in named if decays(n, p)], "weight_decay": weight_decay},
-            {"params": [p for n, p in named if not decays(n, p)], "weight_decay": 0.0}]
-
-
-def build_optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(module, config.weight_decay), lr=config.init_lr, betas=(0.9, 0.999))
-
-
-def linear_warmup_cosine_lr(epoch: int, iteration: int, *, init_lr: float, min_lr: float, warmup_lr: float,
-                            warmup_steps: int, max_epoch: int) -> float:
-    """LAVIS `linear_warmup_cosine_lr`: epoch 0 warms up linearly per iteration from `warmup_lr` to `init_lr`
-    over `warmup_steps` iterations, then stays at `init_lr`; epoch e ≥ 1 uses the per-epoch cosine
-    (init_lr - min_lr)·½(1 + cos(π·e/max_epoch)) + min_lr. warmup_steps=0 means no warm-up."""
-    if epoch == 0:
-        if warmup_steps <= 0:
-            return init_lr
-        return min(init_lr, warmup_lr + (init_lr - warmup_lr) * iteration / warmup_steps)
-    return (init_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * epoch / max_epoch)) + min_lr
-
-
-class LinearWarmupCosineLR:
-    """Sets the learning rate before every batch from (epoch, iteration), as the LAVIS runner does."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, config: TrainConfig):
-        self.optimizer = optimizer
-        self.kwargs = dict(init_lr=config.init_lr, min_lr=config.min_lr, warmup_lr=config.warmup_lr,
-                           warmup_steps=config.warmup_steps, max_epoch=config.epochs)
-        self.epoch, self.iteration = 0, 0
-        self.lr = self.step(0, 0)
-
-    def step(self, epoch: int, iteration: int) -> float:
-        self.epoch, self.iteration = epoch, iteration
-        self.lr = linear_warmup_cosine_lr(epoch, iteration, **self.kwargs)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr
-        return self.lr
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "iteration": self.iteration, "lr": self.lr}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.step(int(state["epoch"]), int(state["iteration"]))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Keyframes for the Answerer (spec §2.5, paper Table 8) and pseudo-labels (spec §2.4)
-# ---------------------------------------------------------------------------------------------------------
-
-def _segments(num_frames: int, k: int) -> list[tuple[int, int]]:
-    bounds = np.linspace(0, num_frames, k + 1).astype(int)  # the official segment rule (spec §3.2)
-    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
-
-
-def uniform_keyframes(num_frames: int, k: int) -> list[int]:
-    """The midpoints of k equal segments of the n sampled frames, e.g. n=32, k=4 -> [4, 12, 20, 28]."""
-    return [(a + b) // 2 for a, b in _segments(num_frames, k)]
-
-
-def random_keyframes(num_frames: int, k: int, rng: np.random.Generator) -> list[int]:
-    """One random frame in each of k equal segments of the n frames (sorted, like the official random training)."""
-    return [int(rng.integers(a, b)) if b > a else a for a, b in _segments(num_frames, k)]
-
-
-def _item_rng(seed: int, epoch: int, question_id: str) -> np.random.Generator:
-    # Per item, not per process: a 2-process run draws exactly what a 1-process run draws.
-    return np.random.default_rng([seed, epoch, zlib.crc32(str(question_id).encode())])
-
-
-@dataclass
-class PseudoLabels:
-    """The Answerer's verdict on each frame alone. All (B, T)."""
-
-    label: Tensor  # bool: the frame is a keyframe ("yes")
-    gold_prob: Tensor  # softmax over the option logits, at the gold option
-    correct: Tensor  # bool: argmax == gold
-
-
-def pseudo_labels(option_logits: Tensor, answers: Sequence[int] | Tensor, policy: str = "argmax",
-                  tau: float = 0.5) -> PseudoLabels:
-    """Label frames from per-frame option logits (B, T, O) and gold answers (B,).
-
-    argmax (official): "yes" iff argmax == gold — no threshold, no balancing, no fallback (spec §2.4).
-    threshold: "yes" iff softmax(option logits)[gold] ≥ tau.
-    """
-    if policy not in CHOICES["label_policy"]:
-        raise ValueError(f"unknown label policy {policy!r}; choose from {CHOICES['label_policy']}")
-    b, t, _ = option_logits.shape
-    gold = torch.as_tensor(answers, device=option_logits.device).long().view(b, 1)  # (B, 1)
-    probs = option_logits.float().softmax(-1)  # options missing for a question are -inf -> probability 0
-    gold_prob = probs.gather(-1, gold[:, :, None].expand(b, t, 1)).squeeze(-1)  # (B, T)
-    correct = option_logits.argmax(-1) == gold
-    label = correct if policy == "argmax" else gold_prob >= tau
-    return PseudoLabels(label, gold_prob, correct)
-
-
-@contextmanager
-def labelling_mode(model: SeViLA, dropout: bool) -> Iterator[None]:
-    """Mode for the no-grad passes of a frozen module (keyframe selection, pseudo-labelling).
-
-    dropout=False (kit default): `model.eval()`, deterministic labels. dropout=True: the official behaviour —
-    the runner's `model.train()` leaves dropout on in the frozen Q-Former and T5 (spec §1.7).
-    """
-    was_training = model.training
-    if dropout:
-        nn.Module.train(model, True)  # everything in train mode, T5 included, except the ViT
-        model.vision_encoder.eval()
-    else:
-        model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
-def label_row_dicts(batch: dict[str, Any], labels: PseudoLabels) -> list[dict[str, Any]]:
-    """One table row per (question, sampled frame)."""
-    rows = []
-    for i, qid in enumerate(batch["question_id"]):
-        for pos, frame in enumerate(batch["frame_indices"][i]):
-            rows.append(dict(question_id=str(qid), frame_index=int(frame), position=pos,
-                             gold_prob=float(labels.gold_prob[i, pos]), correct=bool(labels.correct[i, pos]),
-                             label=bool(labels.label[i, pos])))
-    return rows
-
-
-def pseudo_label_stats(table: pd.DataFrame) -> dict[str, float]:
-    """Positives per question (mean), fraction of questions without a positive, overall positive rate.
-    An online table (with an `epoch` column) counts each question once per epoch."""
-    keys = ["question_id", "epoch"] if "epoch" in table.columns else ["question_id"]
-    per_question = table.groupby(keys)["label"].sum()
-    return {"questions": int(len(per_question)), "frames": int(len(table)),
-            "positives_per_question": float(per_question.mean()) if len(per_question) else 0.0,
-            "no_positive_fraction": float((per_question == 0).mean()) if len(per_question) else 0.0,
-            "positive_rate": float(table["label"].mean()) if len(table) else 0.0}
-
-
-def report_label_stats(table: pd.DataFrame, source: Path, output_dir: Path) -> dict[str, float]:
-    """`pseudo_label_stats`, printed and written to <output_dir>/label_stats.json (main process)."""
-    stats = pseudo_label_stats(table)
-    if PartialState().is_main_process:
-        print(f"pseudo-labels ({source}): " + ", ".join(f"{k} {v:.3g}" for k, v in stats.items()))
-        _atomic_write_text(output_dir / "label_stats.json", json.dumps({"source": str(source), **stats}, indent=2))
-    return stats
-
-
-def write_label_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write a pseudo-label table atomically (temp file + os.replace): .parquet, otherwise CSV."""
-    from .report import write_dataframe
-
-    return write_dataframe(table, path)
-
-
-def read_label_table(path: str | os.PathLike) -> pd.DataFrame:
-    path = Path(path)
-    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={"question_id": str})
-    missing = set(LABEL_COLUMNS) - set(table.columns)
-    if missing:
-        raise ValueError(f"{path}: not a pseudo-label table (missing columns {sorted(missing)})")
-    return table
-
-
-class LabelLookup:
-    """Stored labels by (question_id, frame_index)."""
-
-    def __init__(self, table: pd.DataFrame, source: str = "table"):
-        # Repeated frames of a short window share an index and, on eval-mode frames, the same label: keep one.
-        table = table.drop_duplicates(["question_id", "frame_index"])
-        self.labels = {(str(q), int(f)): bool(lab) for q, f, lab in
-                       zip(table["question_id"], table["frame_index"], table["label"])}
-        self.source = source
-
-    def __call__(self, question_ids: Sequence[str], frame_indices: Sequence[Sequence[int]]) -> Tensor:
-        try:
-            return torch.tensor([[self.labels[(str(q), int(f))] for f in frames]
-                                 for q, frames in zip(question_ids, frame_indices)])
-        except KeyError as err:
-            raise KeyError(f"no stored pseudo-label for (question_id, frame_index)={err.args[0]} in {self.source}; "
-                           "stored labels cover the eval-mode frames they were computed on — train on the same "
-                           "deterministic frames, or use label_mode='online'") from None
-
-
-class FrameLookup:
-    """A frozen part's output for each (question_id, frame_index), computed once over every frame of each
-    training video and reused at every step and epoch: the frozen Localizer's scores (keyframes for Answerer
-    fine-tuning) or the frozen Answerer's per-frame option logits (online pseudo-labels of the reverse chain).
-    Computing them per step would repeat the same work every epoch.
-
-    Exact (up to float rounding of a different batching) only when a frame's output cannot change between
-    steps: no random crop and no dropout in the frozen pass (the mini world's recipe). With the official crop,
-    score and label online.
-    """
-
-    def __init__(self, values: dict[tuple[str, int], Tensor], what: str):
-        self.values, self.what = values, what
-
-    @classmethod
-    def from_per_question(cls, per_question: dict[str, Tensor], frame_indices: dict[str, Sequence[int]],
-                          what: str) -> "FrameLookup":
-        """From {question_id: tensor with one row per frame} and the frame index of each row."""
-        return cls({(q, int(f)): value for q, rows in per_question.items()
-                    for f, value in zip(frame_indices[q], rows)}, what)
-
-    def __call__(self, question_ids: Sequence[str], frame_indices: Sequence[Sequence[int]]) -> Tensor:
-        """(B, T, ...) values for B questions' T frames."""
-        try:
-            return torch.stack([torch.stack([self.values[(str(q), int(f))] for f in frames])
-                                for q, frames in zip(question_ids, frame_indices)])
-        except KeyError as err:
-            raise KeyError(f"no cached {self.what} for (question_id, frame_index)={err.args[0]}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -413,9 +87,7 @@ class StageLoss(nn.Module):
         stage = self.config.stage
         if stage == "train_answerer":
             keyframes = self.keyframes(features, batch)  # (B, k)
-            rows = torch.arange(len(features), device=features.device)[:, None]
-            selected = features[rows, keyframes.to(features.device)]  # (B, k, P, Dv)
-            return self.model.answerer_loss(selected, batch["qa_text"], batch["answer"])
+            return chain.keyframe_loss(self.model, features, keyframes, batch["qa_text"], batch["answer"])
         if stage == "pretrain_localizer":
             labels = _relevant(batch)
         elif self.stored is not None:
@@ -425,16 +97,19 @@ class StageLoss(nn.Module):
         return self.model.localizer_loss(features, batch["loc_text"], labels.to(features.device))
 
     def keyframes(self, features: Tensor, batch: dict[str, Any]) -> Tensor:
-        n, k, source = features.shape[1], self.config.num_keyframes, self.config.keyframe_source
+        """The k training keyframes through the chain's selection: the frozen Localizer's scores (cached or
+        computed now) with top-k, or the uniform / random rule (paper Table 8)."""
+        k, source, ids = self.config.num_keyframes, self.config.keyframe_source, batch["question_id"]
+        if source == "random":  # fresh each epoch, per question (never per batch or process)
+            return chain.select_keyframes(torch.zeros(features.shape[:2]), Rule("random", seed=(
+                self.config.seed, self.epoch)), k, ids)
         if source == "uniform":
-            return torch.tensor([uniform_keyframes(n, k)] * len(features))
-        if source == "random":
-            return torch.tensor([random_keyframes(n, k, _item_rng(self.config.seed, self.epoch, qid))
-                                 for qid in batch["question_id"]])
+            return chain.select_keyframes(torch.zeros(features.shape[:2]), "uniform", k, ids)
         if self.keyframe_scores is not None:
-            return scoring.select_keyframes(self.keyframe_scores(batch["question_id"], batch["frame_indices"]), k)
+            return chain.select_keyframes(self.keyframe_scores(ids, batch["frame_indices"]), "top_k", k, ids)
         with torch.no_grad(), labelling_mode(self.model, self.config.labelling_dropout):
-            return scoring.select_keyframes(self.model.localize(features, batch["loc_text"]), k)
+            scores = self.model.localize(features, batch["loc_text"])
+        return chain.select_keyframes(scores, "top_k", k, ids)
 
     def online_labels(self, features: Tensor, batch: dict[str, Any]) -> Tensor:
         if self.frame_answers is not None:
@@ -462,7 +137,7 @@ def _qa_texts(batch: dict[str, Any]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Data order, accelerator, checkpoints
+# Data order, accelerator, logs
 # ---------------------------------------------------------------------------------------------------------
 
 class EpochSampler(Sampler[int]):
@@ -505,102 +180,6 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
             raise
         AcceleratorState._reset_state()
         return Accelerator(**kwargs)
-
-
-@dataclass
-class Position:
-    """Where a run is: optimizer steps done, current epoch, batches (per process) consumed in it, samples seen."""
-
-    step: int = 0
-    epoch: int = 0
-    batches: int = 0
-    samples: int = 0
-
-
-def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The checkpoint named by `<output_dir>/latest`, written last, so it always names a complete checkpoint."""
-    pointer = Path(output_dir) / "latest"
-    return Path(output_dir) / pointer.read_text().strip() if pointer.exists() else None
-
-
-def _rng_state() -> dict[str, Any]:
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"python": random.getstate(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
-                                                    gauss], "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(accelerator: Accelerator, model: SeViLA, config: TrainConfig, optimizer, scheduler,
-                    position: Position) -> Path:
-    """`<output_dir>/checkpoint-<step>/`: the trained bridge (safetensors), optimizer + scheduler + scaler state,
-    the data position, and one RNG file per process. Written into a temp dir that is renamed when complete;
-    the `latest` pointer is written last."""
-    out = Path(config.output_dir)
-    final, tmp = out / f"checkpoint-{position.step}", out / f".checkpoint-{position.step}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    torch.save(_rng_state(), tmp / f"rng_state_{accelerator.process_index}.pt")
-    if accelerator.is_main_process:
-        save_bridges(model, tmp, which=config.bridge)
-        scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler,
-                    "position": asdict(position)}, tmp / "trainer_state.pt")
-        _atomic_write_text(tmp / "trainer_state.json", json.dumps(
-            {"position": asdict(position), "processes": accelerator.num_processes, "config": asdict(config)},
-            indent=2))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if final.exists():  # left by a run that died before moving `latest` on; this one replaces it
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _atomic_write_text(out / "latest", final.name)
-    accelerator.wait_for_everyone()
-    return final
-
-
-# Fields that may change between a run and its resumption without changing what it computes.
-RESUMABLE_CHANGES = {"max_steps", "checkpoint_every", "log_every", "progress_bar", "num_workers", "output_dir"}
-
-
-def load_checkpoint(checkpoint: Path, accelerator: Accelerator, model: SeViLA, config: TrainConfig, optimizer,
-                    scheduler) -> Position:
-    """Restore everything `save_checkpoint` wrote; the config must match except for `RESUMABLE_CHANGES`."""
-    saved = json.loads((checkpoint / "trainer_state.json").read_text())
-    changed = {k for k, v in asdict(config).items() if saved["config"].get(k) != v} - RESUMABLE_CHANGES
-    if changed:
-        raise ValueError(f"cannot resume {checkpoint}: config differs in {sorted(changed)}")
-    if saved["processes"] != accelerator.num_processes:
-        raise ValueError(f"cannot resume {checkpoint} bit for bit: written by {saved['processes']} processes, "
-                         f"now {accelerator.num_processes}")
-    load_bridges(model, checkpoint)
-    state = torch.load(checkpoint / "trainer_state.pt", map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if state["scaler"] is not None and accelerator.scaler is not None:
-        accelerator.scaler.load_state_dict(state["scaler"])
-    _set_rng_state(torch.load(checkpoint / f"rng_state_{accelerator.process_index}.pt", weights_only=True))
-    return Position(**state["position"])
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class RowLog:

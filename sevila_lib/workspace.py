@@ -52,10 +52,9 @@ class Workspace:
         return Evaluator(model or self.model, self.questions[split], self.reader, **kwargs)
 
     def fresh_model(self) -> SeViLA:
-        """A new copy of the starting model (for training runs that must not touch `self.model`)."""
-        import copy
-
-        return copy.deepcopy(self.model)
+        """The starting model with bridges of its own (for training runs that must not touch `self.model`); the
+        frozen ViT and T5 are shared, never copied (`SeViLA.sharing_frozen_parts`)."""
+        return self.model.sharing_frozen_parts()
 
     def run_dir(self, name: str, seed: int = 0) -> Path:
         """Where a training run of an earlier notebook keeps its bridges, e.g. "localizer_pretrained-seed0"."""

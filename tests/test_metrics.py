@@ -161,3 +161,24 @@ def test_bootstrap_deterministic_and_contains_estimate():
     pf = per_frame({f"q{i}": [i % 2, 1] for i in range(20)}, {f"q{i}": 1 for i in range(20)})
     lo, hi = M.bootstrap_ci(pf, M.oracle_accuracy, n_boot=50)
     assert lo == hi == 1.0
+
+
+def test_paired_bootstrap_on_hand_made_tables():
+    import pandas as pd
+
+    from sevila_lib import metrics
+
+    def table(correct, hits):
+        return pd.DataFrame({"question_id": [f"q{i}" for i in range(len(correct))], "prediction": correct,
+                             "answer": [1] * len(correct), "question_type": ["descriptive"] * len(correct),
+                             "dataset": ["world"] * len(correct), "selected_frames": [[h] for h in hits],
+                             "relevant_frames": [[1]] * len(correct)})
+
+    base = table([1, 0, 0, 0] * 25, [0, 0, 0, 1] * 25)  # 25% right, 25% hit
+    better = table([1, 1, 1, 0] * 25, [1, 1, 0, 1] * 25)  # 75% right, 75% hit
+    d = metrics.paired_bootstrap(better, base)
+    assert d["delta"] == pytest.approx(50.0) and d["low"] > 30 and d["holds"] and d["questions"] == 100
+    assert metrics.paired_bootstrap(base, base)["delta"] == 0 and not metrics.paired_bootstrap(base, base)["holds"]
+    assert metrics.paired_bootstrap(better, base, "hit_rate")["delta"] == pytest.approx(50.0)
+    rows = metrics.compare_to_baseline({"uniform": base, "new": better}, "uniform")
+    assert rows.loc[1, "Δaccuracy vs uniform"].startswith("+50.0 [") and rows.loc[0, "hit_rate"] == 25.0

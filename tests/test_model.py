@@ -133,3 +133,16 @@ def test_a_vision_encoder_built_from_a_shape_starts_with_random_weights(tokenize
     assert 0.005 < vit.embeddings.patch_embedding.weight.std().item() < 0.1
     tokens = vit(pixel_values=torch.randn(1, 3, 16, 16)).last_hidden_state[0]
     assert (tokens[1:] - tokens[1:].mean(0)).abs().max() > 1e-3  # patch tokens differ from one another
+
+
+def test_a_model_sharing_frozen_parts_trains_its_own_bridges(tiny_model, frames):
+    twin = tiny_model.sharing_frozen_parts()
+    assert twin.vision_encoder is tiny_model.vision_encoder and twin.llm is tiny_model.llm
+    assert twin.localizer is not tiny_model.localizer and twin.answerer is not tiny_model.answerer
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    with torch.no_grad():
+        twin.localizer.query_tokens.add_(1.0)
+    assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())
+    assert not torch.equal(twin.localizer.query_tokens, tiny_model.localizer.query_tokens)
+    features = tiny_model.encode_frames(frames)
+    assert not torch.equal(twin.localize(features, LOC), tiny_model.localize(features, LOC))

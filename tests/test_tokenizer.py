@@ -18,7 +18,7 @@ def world() -> MomentsWorld:
 @pytest.fixture(scope="module")
 def saved(world, tmp_path_factory):
     directory = tmp_path_factory.mktemp("world_tokenizer")
-    build_world_tokenizer(world, directory)
+    build_world_tokenizer(world.texts(), directory)
     return directory
 
 
@@ -69,6 +69,6 @@ def test_world_texts_round_trip_in_whole_words(world, tokenizer):
 
 
 def test_build_is_deterministic(world, saved, tmp_path):
-    build_world_tokenizer(world, tmp_path)
+    build_world_tokenizer(world.texts(), tmp_path)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         assert (tmp_path / name).read_bytes() == (saved / name).read_bytes()

@@ -131,14 +131,6 @@ def test_localizer_pretraining_overfits_relevant_flags(tiny_model, tmp_path):
         pretrain_localizer(tiny_model, RandomVideoQA(4), cfg, collate_fn=collate)
 
 
-def test_keyframe_sources():
-    assert training.uniform_keyframes(32, 4) == [4, 12, 20, 28]
-    assert training.uniform_keyframes(6, 3) == [1, 3, 5]
-    picks = training.random_keyframes(32, 4, np.random.default_rng(0))
-    assert all(8 * j <= f < 8 * (j + 1) for j, f in enumerate(picks))  # one per segment, hence sorted
-    assert picks == training.random_keyframes(32, 4, np.random.default_rng(0))
-
-
 def test_pseudo_label_rules_on_hand_built_logits():
     logits = torch.tensor([[[2.0, 1.0, 0.0], [0.0, 0.1, 0.0], [0.0, 5.0, 0.0]],
                            [[0.0, 3.0, -math.inf], [1.0, 0.0, -math.inf], [0.0, 0.0, -math.inf]]])  # (2, 3, 3)
