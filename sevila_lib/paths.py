@@ -13,3 +13,4 @@ CACHE_DIR = Path(os.environ.get("SEVILA_CACHE_DIR", PROJECT_ROOT / ".cache"))
 
 SAMPLE_VIDEOS_DIR = DATA_DIR / "sample_videos"  # small third-party clips with their licences
 MINI_MODEL_DIR = DATA_DIR / "mini_blip2"  # the shipped mini BLIP-2 (safetensors + config + tokenizer)
+MINI_CLIP_DIR = DATA_DIR / "mini_clip"  # the shipped mini CLIP (image-text similarity scorer, Table 6)
