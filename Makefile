@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONHASHSEED := 0
 PROFILE ?= mini
 
-.PHONY: venv test test-all reports bench lab world mini-model mini-model-check clean
+.PHONY: venv test test-all reports bench lab world mini-model mini-model-check mini-clip mini-clip-check clean
 
 # torch first and pinned (2.13.0 is a CPU build on this machine's disk); then the full, resolved lock file.
 $(STAMP): requirements-lock.txt pyproject.toml
@@ -34,12 +34,21 @@ mini-model: $(STAMP)  ## regenerate the shipped mini BLIP-2 under data/mini_blip
 mini-model-check: $(STAMP)  ## retrain the mini BLIP-2 in a temporary folder and compare its weights byte for byte
 	$(PY) -m sevila_lib.mini verify
 
+mini-clip: $(STAMP)  ## regenerate the shipped mini CLIP (Table 6's similarity scorer) under data/mini_clip (about 5 min on one thread)
+	$(PY) -m sevila_lib.mini_clip train
+
+mini-clip-check: $(STAMP)  ## retrain the mini CLIP in a temporary folder and compare its weights byte for byte
+	$(PY) -m sevila_lib.mini_clip verify
+
 world: $(STAMP)  ## print the mini world's statistics
 	$(PY) -m sevila_lib.world stats
 
-lab: $(STAMP)  ## JupyterLab on the notebooks
+$(VENV)/.lab-installed: $(STAMP)
 	$(PY) -m pip install -q jupyterlab==4.6.6
-	$(VENV)/bin/jupyter lab notebooks/
+	touch $@
+
+lab: $(VENV)/.lab-installed  ## JupyterLab at the repository root (notebooks/ and the executed reports/); installs once
+	$(VENV)/bin/jupyter lab --notebook-dir=. $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 clean:
 	rm -rf .cache reports/executed reports/runs

@@ -33,9 +33,20 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def cpu_model() -> str:
+    """The processor's name (float results can differ between CPU models, so reports record it)."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def report() -> pd.DataFrame:
     """One row per fact: platform, device, threads, package versions, the kit's git commit."""
-    rows = {"python": platform.python_version(), "platform": platform.platform(),
+    rows = {"python": platform.python_version(), "platform": platform.platform(), "cpu model": cpu_model(),
             "cpu cores": os.cpu_count(), "torch threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"}
     for name in PACKAGES:

@@ -1,75 +1,146 @@
-"""Keyframe explorer: one question's frame strip with Localizer scores, selected keyframes, true moments and
-the Answerer's option probabilities — as a static figure and as an ipywidgets browser
-(`notebooks/01_forward_chain.ipynb`)."""
+"""Keyframe explorer: one question's frame strip with its frame scores, the selected keyframes, the true moments
+and the Answerer's option probabilities — as a static figure (`plot_question`) and as an ipywidgets browser
+(`keyframe_explorer`, `notebooks/01_forward_chain.ipynb`) that filters questions and re-selects with any rule and k.
+
+Figures are built with `matplotlib.figure.Figure`, not pyplot, so Jupyter never auto-displays a second, stale copy
+under the widget. The widget needs a running kernel: a notebook re-opened without one shows the saved static
+figure (`reports/figures/`) but an empty explorer until its cell is run again.
+"""
 from __future__ import annotations
 
-import matplotlib
+from typing import Sequence
 
-if "ipykernel" not in __import__("sys").modules:
-    matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from .evaluation import Evaluator
 
+FONT = 11  # points: readable at 100% zoom in JupyterLab at the figure's 100 dpi
 
-def plot_question(evaluator: Evaluator, row: pd.Series, max_frames: int = 16):
-    """Frame strip (selected keyframes boxed in orange, relevant frames marked green), the Localizer's score
-    per sampled frame, and the option probabilities of one predictions-table row."""
+
+def _listed(value) -> list:
+    """A list column's cell as a list ([] for None/NaN: a variant without scores, a question without moments)."""
+    return list(value) if isinstance(value, (list, tuple, np.ndarray)) else []
+
+
+def verdict(row: pd.Series) -> str:
+    return "✓" if int(row.prediction) == int(row.answer) else "✗"
+
+
+def plot_question(evaluator: Evaluator, row: pd.Series, max_frames: int = 16) -> Figure:
+    """Frame strip (selected keyframes boxed in orange, relevant frames' numbers in green), the score of every
+    sampled frame, and the option probabilities of one predictions-table row; the title says the question, the
+    predicted and the gold option."""
     sample = next(s for s in evaluator.samples if s.question_id == row.question_id)
-    sampled = list(row.sampled_frames)
+    sampled, selected = list(row.sampled_frames), [int(i) for i in row.selected_frames]
     shown = sampled if len(sampled) <= max_frames else [sampled[i] for i in
                                                         np.linspace(0, len(sampled) - 1, max_frames).astype(int)]
-    shown = sorted(set(shown) | set(row.selected_frames))
+    shown = sorted(set(shown) | set(selected))
     frames = evaluator.reader.read(sample, shown)
-    relevant = set(row.relevant_frames) if row.relevant_frames is not None else set()
-    fig = plt.figure(figsize=(max(8, 0.9 * len(shown)), 4.6))
-    grid = fig.add_gridspec(3, len(shown), height_ratios=[1.1, 1.2, 1.0])
+    relevant = {int(i) for i in _listed(row.get("relevant_frames"))}
+    fig = Figure(figsize=(max(10, 0.75 * len(shown)), 7.2), dpi=100, layout="constrained")
+    grid = fig.add_gridspec(3, len(shown), height_ratios=[1.0, 1.3, 1.2])
     for col, (index, frame) in enumerate(zip(shown, frames)):
         ax = fig.add_subplot(grid[0, col])
         ax.imshow(frame)
         ax.set_xticks([]), ax.set_yticks([])
-        ax.set_title(str(index), fontsize=7, color="green" if index in relevant else "black")
-        if index in row.selected_frames:
+        ax.set_title(str(index), fontsize=FONT - 1, color="green" if index in relevant else "black")
+        if index in selected:
             for side in ax.spines.values():
                 side.set_edgecolor("orange"), side.set_linewidth(3)
     ax = fig.add_subplot(grid[1, :])
-    if row.frame_scores is not None:
-        ax.plot(sampled, row.frame_scores, marker=".", color="tab:blue", label="Localizer score")
-        ax.scatter(row.selected_frames, [row.frame_scores[sampled.index(i)] for i in row.selected_frames],
-                   color="orange", zorder=3, label="selected")
+    scores = _listed(row.get("frame_scores"))
+    if scores:
+        label = f"{row.get('scorer', 'Localizer')} score"
+        ax.plot(sampled, scores, marker=".", color="tab:blue", label=label)
+        ax.scatter(selected, [scores[sampled.index(i)] for i in selected], color="orange", s=50, zorder=3,
+                   label=f"selected ({row.get('rule', 'top_k')}, k={len(selected)})")
+        ax.legend(loc="upper right", fontsize=FONT - 1)
+    else:
+        ax.vlines(selected, 0, 1, color="orange", label="selected")
     for index in relevant:
         ax.axvspan(index - 0.5, index + 0.5, color="green", alpha=0.2)
-    ax.set_xlabel("frame index (green: relevant moment)")
-    ax.legend(loc="upper right", fontsize=7)
+    ax.set_xlabel("frame index (green: relevant moment)", fontsize=FONT)
+    ax.tick_params(labelsize=FONT - 1)
     ax = fig.add_subplot(grid[2, :])
     letters = [f"{chr(65 + i)}: {o}" for i, o in enumerate(sample.options)]
-    colours = ["tab:green" if i == sample.answer else "tab:gray" for i in range(len(letters))]
+    colours = ["tab:green" if i == sample.answer else
+               ("tab:red" if i == int(row.prediction) else "tab:gray") for i in range(len(letters))]
     ax.barh(letters[::-1], list(row.option_probs)[::-1], color=colours[::-1])
     ax.set_xlim(0, 1)
-    ax.set_xlabel("Answerer option probability (green: gold)")
-    fig.suptitle(f"{row.question_id}: {sample.question}", fontsize=9)
-    fig.tight_layout()
+    ax.set_xlabel("Answerer option probability (green: gold; red: a wrong prediction)", fontsize=FONT)
+    ax.tick_params(labelsize=FONT)
+    pred, gold = int(row.prediction), int(sample.answer)
+    fig.suptitle(f"{row.question_id} [{sample.question_type}]: {sample.question}\n"
+                 f"{verdict(row)} predicted {chr(65 + pred)} ({sample.options[pred]}), "
+                 f"gold {chr(65 + gold)} ({sample.options[gold]})", fontsize=FONT + 1)
     return fig
 
 
-def keyframe_explorer(evaluator: Evaluator, table: pd.DataFrame):
-    """A dropdown of questions; choosing one redraws `plot_question` for it."""
+def question_label(row: pd.Series, question: str, width: int = 70) -> str:
+    """"✓ q12 [causal] why does …" for the chooser."""
+    text = question if len(question) <= width else question[: width - 1] + "…"
+    return f"{verdict(row)} {row.question_id} [{row.question_type}] {text}"
+
+
+def keyframe_explorer(evaluator: Evaluator, table: pd.DataFrame, rules: Sequence[str] | None = None,
+                      ks: Sequence[int] = (1, 2, 4, 8)):
+    """Browse a predictions table: choose a question (shown with ✓/✗ and its text), show only failures or one
+    family, and re-select with another rule or k (the table's scorer; scores and answers are cached by the
+    Evaluator, so a change costs only the new Answerer calls)."""
     import ipywidgets as widgets
     from IPython.display import display
 
-    table = table.set_index("question_id", drop=False)
-    choose = widgets.Dropdown(options=list(table.index), description="question")
+    from .selection import RULES
+
+    first = table.iloc[0]
+    scorer = first.get("scorer", "localizer")
+    scorer = "localizer" if scorer in (None, "-") else scorer
+    num_frames = int(first.num_frames)
+    questions = {s.question_id: s.question or "" for s in evaluator.samples}
+    state = {"table": table.set_index("question_id", drop=False)}
+    families = ["all"] + sorted(table.question_type.unique())
+    rule = widgets.Dropdown(options=list(rules or RULES), value=first.get("rule") if first.get("rule") in (
+        rules or RULES) else "top_k", description="rule")
+    k = widgets.Dropdown(options=list(ks), value=int(first.num_keyframes) if int(first.num_keyframes) in ks
+                         else ks[0], description="k")
+    only = widgets.ToggleButtons(options=["all", "failures"], description="show")
+    family = widgets.Dropdown(options=families, description="family")
+    choose = widgets.Dropdown(description="question", layout=widgets.Layout(width="95%"))
     out = widgets.Output()
 
+    def refresh_choices(change=None):
+        rows = state["table"]
+        if only.value == "failures":
+            rows = rows[rows.prediction.astype(int) != rows.answer.astype(int)]
+        if family.value != "all":
+            rows = rows[rows.question_type == family.value]
+        keep = choose.value
+        choose.options = [(question_label(r, questions.get(q, "")), q) for q, r in rows.iterrows()]
+        if keep in rows.index:
+            choose.value = keep
+        elif not len(rows):
+            out.clear_output()
+
+    def reselect(change=None):
+        state["table"] = evaluator.select(scorer, rule.value, num_frames, k.value).set_index("question_id",
+                                                                                            drop=False)
+        refresh_choices()
+        show()
+
     def show(change=None):
+        if choose.value is None:
+            return
         out.clear_output(wait=True)
         with out:
-            fig = plot_question(evaluator, table.loc[choose.value])
-            display(fig)
-            plt.close(fig)
+            display(plot_question(evaluator, state["table"].loc[choose.value]))
 
+    for control in (only, family):
+        control.observe(refresh_choices, names="value")
+    for control in (rule, k):
+        control.observe(reselect, names="value")
     choose.observe(show, names="value")
+    refresh_choices()
     show()
-    return widgets.VBox([choose, out])
+    return widgets.VBox([widgets.HBox([rule, k, only, family]), choose, out])

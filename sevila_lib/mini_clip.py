@@ -35,7 +35,7 @@ targets, frame groups of whole videos, 30% captions, lr) was fixed before either
 the number for what it is: every world question is answerable from one frame and the mini CLIP learned exactly
 those frame-level forms, so here similarity is close to an oracle selector. In the paper, CLIP's top-4 is
 slightly BELOW the Answerer alone on NExT-QA (Table 6): real questions are rarely about what a single frame
-looks like. The world reproduces the row's mechanics, not its ranking. Not used by any notebook yet.
+looks like. The world reproduces the row's mechanics, not its ranking (`notebooks/07_keyframe_selectors.ipynb`).
 """
 from __future__ import annotations
 
@@ -156,7 +156,7 @@ def train(config: TrainConfig = TrainConfig(), out_dir: str | Path = paths.MINI_
     torch.manual_seed(config.seed)
     started = time.time()
     world = world or world_mod.MomentsWorld()
-    tokenizer = build_world_tokenizer(world)
+    tokenizer = build_world_tokenizer(world.texts())
     model = CLIPModel(mini_clip_config(tokenizer))
     model.train()
     params = list(model.parameters())

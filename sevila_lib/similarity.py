@@ -4,7 +4,8 @@ SeViLA's Table 6 compares its Localizer with other keyframe selectors (4 of 32 f
 score the n sampled frames some other way; one of them embeds every frame and the question with CLIP and keeps
 the k frames most similar to the question. `SimilarityScorer` is that scorer: frame_scores = cosine similarity
 of CLIP's normalised image and text embeddings (higher = more relevant), one text per question, (B, T) scores
-that `scoring.select_keyframes` turns into keyframes exactly as it does the Localizer's.
+that any selection rule (`selection.py`) turns into keyframes exactly as it does the Localizer's. By name it is
+the `similarity` scorer of `scorers.py`.
 
 Models load through transformers' `CLIPModel` and the tokenizer saved beside it:
 * "mini" (default): the kit's mini CLIP in `data/mini_clip`, trained contrastively on single frames of the
@@ -17,7 +18,7 @@ mean/std, the input BLIP-2 gets. CLIP uses the same mean/std, so they are valid 
 preprocessing would centre-crop instead of squashing the aspect ratio, a small difference we accept so both
 models read the same frames. Frames of another size are resized (bilinear, antialiased) to the CLIP model's
 `vision_config.image_size`; resizing normalised pixels equals normalising resized ones (both are linear).
-No notebook calls it yet: the Table 6 comparison is still to be wired into the notebooks.
+Used by `notebooks/07_keyframe_selectors.ipynb` (Table 6 and the field's selectors).
 """
 from __future__ import annotations
 

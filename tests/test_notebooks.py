@@ -20,12 +20,14 @@ EXPECTED_TABLES = {
     "04_prompts": {"prompt", "score", "world_avg", "hit_rate"},
     "05_threshold": {"labeller", "rule", "hit_rate", "label_precision"},
     "06_table3": {"row", "world_avg (ours)", "nextqa_avg (paper)"},
+    "07_selectors_zero_shot": {"setting", "world_avg", "world_counting", "hit_rate", "Δaccuracy vs uniform"},
 }
 
 
 def test_the_ordered_notebooks_exist():
     assert [p.stem for p in NOTEBOOKS] == ["00_setup", "01_forward_chain", "02_reverse_chain", "03_ablation_frames",
-                                           "04_ablation_prompts", "05_ablation_threshold", "06_paper_tables"]
+                                           "04_ablation_prompts", "05_ablation_threshold", "06_paper_tables",
+                                           "07_keyframe_selectors"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
