@@ -3,11 +3,12 @@ and the Answerer's option probabilities — as a static figure (`plot_question`)
 (`keyframe_explorer`, `notebooks/01_forward_chain.ipynb`) that filters questions and re-selects with any rule and k.
 
 Figures are built with `matplotlib.figure.Figure`, not pyplot, so Jupyter never auto-displays a second, stale copy
-under the widget. The widget needs a running kernel: a notebook re-opened without one shows the saved static
+under the widget, which shows each figure as a PNG image widget (redrawn in place). The widget needs a running kernel: a notebook re-opened without one shows the saved static
 figure (`reports/figures/`) but an empty explorer until its cell is run again.
 """
 from __future__ import annotations
 
+import io
 from typing import Sequence
 
 import numpy as np
@@ -39,7 +40,7 @@ def plot_question(evaluator: Evaluator, row: pd.Series, max_frames: int = 16) ->
     shown = sorted(set(shown) | set(selected))
     frames = evaluator.reader.read(sample, shown)
     relevant = {int(i) for i in _listed(row.get("relevant_frames"))}
-    fig = Figure(figsize=(max(10, 0.75 * len(shown)), 7.2), dpi=100, layout="constrained")
+    fig = Figure(figsize=(10, 7.2), dpi=100, layout="constrained")  # 1000 px: shown unscaled in JupyterLab
     grid = fig.add_gridspec(3, len(shown), height_ratios=[1.0, 1.3, 1.2])
     for col, (index, frame) in enumerate(zip(shown, frames)):
         ax = fig.add_subplot(grid[0, col])
@@ -56,7 +57,7 @@ def plot_question(evaluator: Evaluator, row: pd.Series, max_frames: int = 16) ->
         ax.plot(sampled, scores, marker=".", color="tab:blue", label=label)
         ax.scatter(selected, [scores[sampled.index(i)] for i in selected], color="orange", s=50, zorder=3,
                    label=f"selected ({row.get('rule', 'top_k')}, k={len(selected)})")
-        ax.legend(loc="upper right", fontsize=FONT - 1)
+        ax.legend(loc="best", fontsize=FONT - 1)
     else:
         ax.vlines(selected, 0, 1, color="orange", label="selected")
     for index in relevant:
@@ -78,6 +79,13 @@ def plot_question(evaluator: Evaluator, row: pd.Series, max_frames: int = 16) ->
     return fig
 
 
+def figure_png(fig: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes (drawn by Agg; no pyplot, no display hook)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
 def question_label(row: pd.Series, question: str, width: int = 70) -> str:
     """"✓ q12 [causal] why does …" for the chooser."""
     text = question if len(question) <= width else question[: width - 1] + "…"
@@ -90,7 +98,6 @@ def keyframe_explorer(evaluator: Evaluator, table: pd.DataFrame, rules: Sequence
     family, and re-select with another rule or k (the table's scorer; scores and answers are cached by the
     Evaluator, so a change costs only the new Answerer calls)."""
     import ipywidgets as widgets
-    from IPython.display import display
 
     from .selection import RULES
 
@@ -105,10 +112,11 @@ def keyframe_explorer(evaluator: Evaluator, table: pd.DataFrame, rules: Sequence
         rules or RULES) else "top_k", description="rule")
     k = widgets.Dropdown(options=list(ks), value=int(first.num_keyframes) if int(first.num_keyframes) in ks
                          else ks[0], description="k")
-    only = widgets.ToggleButtons(options=["all", "failures"], description="show")
+    only = widgets.ToggleButtons(options=["all", "failures"], description="show",
+                                 style={"button_width": "70px"})
     family = widgets.Dropdown(options=families, description="family")
     choose = widgets.Dropdown(description="question", layout=widgets.Layout(width="95%"))
-    out = widgets.Output()
+    picture = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
 
     def refresh_choices(change=None):
         rows = state["table"]
@@ -118,10 +126,10 @@ def keyframe_explorer(evaluator: Evaluator, table: pd.DataFrame, rules: Sequence
             rows = rows[rows.question_type == family.value]
         keep = choose.value
         choose.options = [(question_label(r, questions.get(q, "")), q) for q, r in rows.iterrows()]
-        if keep in rows.index:
-            choose.value = keep
-        elif not len(rows):
-            out.clear_output()
+        if len(rows):  # setting options leaves no value chosen: keep the question shown, else the first
+            choose.value = keep if keep in rows.index else rows.index[0]
+        else:
+            picture.value = b""
 
     def reselect(change=None):
         state["table"] = evaluator.select(scorer, rule.value, num_frames, k.value).set_index("question_id",
@@ -132,9 +140,7 @@ def keyframe_explorer(evaluator: Evaluator, table: pd.DataFrame, rules: Sequence
     def show(change=None):
         if choose.value is None:
             return
-        out.clear_output(wait=True)
-        with out:
-            display(plot_question(evaluator, state["table"].loc[choose.value]))
+        picture.value = figure_png(plot_question(evaluator, state["table"].loc[choose.value]))
 
     for control in (only, family):
         control.observe(refresh_choices, names="value")
@@ -143,4 +149,4 @@ def keyframe_explorer(evaluator: Evaluator, table: pd.DataFrame, rules: Sequence
     choose.observe(show, names="value")
     refresh_choices()
     show()
-    return widgets.VBox([widgets.HBox([rule, k, only, family]), choose, out])
+    return widgets.VBox([widgets.HBox([rule, k, only, family]), choose, picture])

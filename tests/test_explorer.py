@@ -28,9 +28,13 @@ def test_explorer_filters_and_reselects(setup):  # noqa: F811
     rule, k, only, family = box.children[0].children
     choose = box.children[1]
     assert len(choose.options) == 3 and choose.options[0][0][0] in "✓✗" and samples[0].question[:20] in choose.options[0][0]
+    assert choose.value == "q0" and bytes(box.children[2].value).startswith(b"\x89PNG")  # the first question is drawn
+    first = bytes(box.children[2].value)
     only.value = "failures"
     assert len(choose.options) == int((table.prediction != table.answer).sum())
     only.value = "all"
     k.value = 3
     rule.value = "aks"
     assert len(choose.options) == 3
+    choose.value = "q2"
+    assert bytes(box.children[2].value) != first
