@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 from . import prompts
 from .records import VideoQASample
 from .video import (FrameReader, VideoError, VideoFileReader, frames_to_tensor, relevant_frame_mask,
-                    segment_frame_indices)
+                    segment_frame_indices, window_overhang)
 
 DATASETS = ("nextqa", "star", "how2qa", "tvqa", "vlep", "qvh")
 NUM_OPTIONS = {"nextqa": 5, "star": 4, "how2qa": 4, "tvqa": 5, "vlep": 2}
@@ -192,8 +192,9 @@ def _csv_records(path: Path, text: str, required: Sequence[str], names: Sequence
         span = (line_starts[first - 1], line_starts[min(last_line, len(line_starts) - 1)])
         raw = _Raw(index, f"row {index + 1} (line {first})", first, span, dict(zip(header, row)))
         if len(row) != len(header):
-            raw.error = (f"malformed or truncated row: {len(row)} fields, the header has {len(header)}" if names is None
-                         else f"malformed or truncated row: {len(row)} fields, expected {len(header)} ({', '.join(header)})")
+            expected = f"the header has {len(header)}" if names is None else \
+                f"expected {len(header)} ({', '.join(header)})"
+            raw.error = f"malformed or truncated row: {len(row)} fields, {expected}"
         index += 1
         yield raw
 
@@ -459,7 +460,8 @@ def read_how2qa(path: str | os.PathLike, on_error: str = "raise") -> Samples:
 
 
 def vlep_video(vid_name: str) -> str:
-    """The video file (stem) the official loader opens for a VLEP `vid_name` (spec §3.1, `MCVideoQADataset`):
+    """The video file (stem) the official loader opens for a VLEP `vid_name` (`MCVideoQADataset.__getitem__` in
+    `lavis/datasets/datasets/mc_video_vqa_datasets.py`):
     a YouTube clip (':' in the name, e.g. "aBcDeFgHiJk_00:01:10_00:01:40") as is; a TV clip
     ("friends_s03e09_seg02_clip_07_ep") with its last 3 characters cut, i.e. the TVQA clip name. The official
     loader cuts 3 characters whatever they are, so a TV name that does not end in "_ep" raises instead of
@@ -535,7 +537,7 @@ def read_unified_json(path: str | os.PathLike, dataset: str | None = None, on_er
     Every question record must have what the official loader reads (`MCVideoQADataset.__getitem__`): `num_option`
     and exactly that many options a0.., the number of options of its dataset (NExT-QA 5, STAR 4, How2QA 4, TVQA
     5, VLEP 2), an `answer` (int or numeric string), and a `question` key (null only for VLEP, whose prompt has
-    no question; the official loader reads the key even then, spec §3.1 gotchas). A record missing one of these
+    no question; the official loader reads the key even then, outside its try block). A record missing one of these
     is an `AnnotationError` naming the file, the record and its qid (or is skipped and recorded). `start`/`end`:
     numbers or numeric strings. QVHighlights records (qid prefix "QVHighlight") have `query` and
     `relevant_windows` instead of options. VLEP's `video` is the official `vid_name` ("..._ep" for TV clips),
@@ -590,9 +592,10 @@ def write_unified_json(samples: Sequence[VideoQASample], path: str | os.PathLike
     """Write samples as SeViLA's unified JSON (readable by `read_unified_json` and the official loader).
 
     `question` is always written (null for VLEP), which also avoids the official loader's VLEP KeyError
-    (spec §3.1 gotchas); VLEP videos are written as the official `vid_name` (`vlep_vid_name`: "_ep" appended to
-    TV clips), so the official loader's path rule opens the same file the kit opens; QVHighlights queries are
-    written as `query` with their `relevant_windows`. `original_qid` and `duration` are written when known.
+    (`MCVideoQADataset.__getitem__`); VLEP videos are written as the official `vid_name` (`vlep_vid_name`: "_ep"
+    appended to TV clips), so the official loader's path rule opens the same file the kit opens; QVHighlights
+    queries are written as `query` with their `relevant_windows`. `original_qid` and `duration` are written when
+    known.
     """
     records = []
     for s in samples:
@@ -730,9 +733,18 @@ def collate_video_qa(items: Sequence[dict[str, Any] | None]) -> dict[str, Any] |
 # The checker: python -m sevila_lib.datasets check <dataset> --annotations FILE [--videos DIR] ...
 # ---------------------------------------------------------------------------------------------------------
 
+MAX_LISTED = 20  # overhanging windows listed by `check` (they are common in real releases: a few seconds past the end)
+
+
 def check(dataset: str, annotations: str, videos: str | None = None, map_path: str | None = None,
           num_frames: int = 32, extension: str = ".mp4", backend: str = "pyav", out=None) -> int:
-    """Print counts and every problem of one annotation file (and its videos); return 1 if anything is wrong."""
+    """Print counts and every problem of one annotation file (and its videos); return 1 if anything is wrong.
+
+    With `videos`: missing and unreadable files, videos whose frames cannot all be decoded (each video's sampled
+    frames are decoded, so a file cut short behind an intact header is caught), videos with fewer than
+    `num_frames` frames, windows entirely outside their video (errors), and windows or relevant windows that
+    overhang the video or start before it (reported, not errors: they are clamped, as the official loader does).
+    """
     samples = read_annotations(dataset, annotations, map_path, on_error="skip")
     say = lambda text="": print(text, file=out or sys.stdout)  # noqa: E731
     say(f"{dataset}: {annotations}")
@@ -745,7 +757,8 @@ def check(dataset: str, annotations: str, videos: str | None = None, map_path: s
         say(f"    {skip.source} (question {skip.question_id}): {skip.reason}")
     if videos is not None:
         reader = VideoFileReader(videos, backend=backend, extension=extension)
-        missing, unreadable, short_videos, outside, short_windows, checked = [], [], [], [], 0, {}
+        missing, unreadable, short_videos, outside, cut_short, overhang = [], [], [], [], [], []
+        short_windows, checked, needed = 0, {}, {}
         for sample in samples:
             path = reader.path(sample)
             if path not in checked:
@@ -761,19 +774,43 @@ def check(dataset: str, annotations: str, videos: str | None = None, map_path: s
             if info is None:
                 continue
             try:
-                _, repeated = segment_frame_indices(info.num_frames, info.fps, num_frames, "uniform",
-                                                    start=sample.start, end=sample.end)
+                indices, repeated = segment_frame_indices(info.num_frames, info.fps, num_frames, "uniform",
+                                                          start=sample.start, end=sample.end)
                 if repeated and info.num_frames >= num_frames:
                     short_windows += 1
             except ValueError as err:
                 outside.append(f"{path} (question {sample.question_id}): {err}")
+                continue
+            needed.setdefault(path, (sample, set()))[1].update(indices)
+            clamped = window_overhang(info.num_frames, info.fps, sample.start, sample.end)
+            if clamped:
+                overhang.append(f"{path} (question {sample.question_id}): window [{sample.start}, {sample.end}] s "
+                                f"{clamped}; clamped to the video, as the official loader does")
+            for s_, e_ in sample.moments:
+                clamped = window_overhang(info.num_frames, info.fps, s_, e_)
+                if clamped:
+                    overhang.append(f"{path} (question {sample.question_id}): relevant window [{s_}, {e_}] s "
+                                    f"{clamped}")
+        # A header can promise frames the file no longer holds (a download cut short): decode the frames the
+        # questions would sample, which reaches the last one.
+        for path, (sample, indices) in needed.items():
+            try:
+                reader.read(sample, sorted(indices))
+            except VideoError as err:
+                cut_short.append(f"{path}: {err.reason}")
         for title, found in (("missing videos", missing), ("unreadable videos", unreadable),
+                             ("videos cut short or undecodable at a sampled frame", cut_short),
                              (f"videos with fewer than {num_frames} frames", short_videos),
                              ("windows outside their video", outside)):
             say(f"  {title}: {len(found)}")
             for line in found:
                 say(f"    {line}")
             problems += len(found)
+        say(f"  windows overhanging their video (clamped, as in the official code): {len(overhang)}")
+        for line in overhang[:MAX_LISTED]:
+            say(f"    {line}")
+        if len(overhang) > MAX_LISTED:
+            say(f"    ... and {len(overhang) - MAX_LISTED} more")
         say(f"  windows shorter than {num_frames} frames (frames repeat, as in the official code): "
             f"{short_windows}")
     say("  OK" if problems == 0 else f"  {problems} problem(s) found")

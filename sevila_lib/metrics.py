@@ -193,7 +193,7 @@ def keyframe_precision(df: pd.DataFrame) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# QVHighlights moment retrieval (spec §2.6, paper appendix and Table 4): span merging for the Localizer, and R1 /
+# QVHighlights moment retrieval (paper appendix and Table 4): span merging for the Localizer, and R1 /
 # mAP exactly as the official QVHighlights evaluator (Moment-DETR's `standalone_eval/eval.py` and `utils.py`)
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -207,8 +207,8 @@ def merge_frame_predictions(
     max_gap: int = 6,
     single_span: bool = False,
 ) -> list[ScoredSpan]:
-    """Merge per-frame yes/no answers of the Localizer into scored spans, LISTED IN RANK ORDER (paper appendix,
-    spec §2.6).
+    """Merge per-frame yes/no answers of the Localizer into scored spans, LISTED IN RANK ORDER (paper appendix:
+    the "span threshold"; not in the official code).
 
     Rule: consecutive "yes" frames form a span, and a run of at most `max_gap` (paper: 6, the "span threshold")
     consecutive "no" frames between two "yes" frames is absorbed into the span; a run of `max_gap + 1` splits it.
@@ -354,7 +354,7 @@ def mean_average_precision(
 ) -> float:
     """QVHighlights moment-retrieval mAP (paper Table 4, "mAP"): the official average over IoU 0.5:0.05:0.95 of
     `mean_average_precision_per_threshold`. Returns a fraction. The paper does not describe its own mAP procedure
-    (spec §2.6); this is the QVHighlights benchmark's."""
+    appendix); this is the QVHighlights benchmark's."""
     per_threshold = mean_average_precision_per_threshold(pred_spans_per_query, gt_windows_per_query,
                                                          iou_thresholds, max_predictions)
     return _mean(per_threshold.values())

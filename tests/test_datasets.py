@@ -221,7 +221,8 @@ BAD_INPUTS = {
     "options do not match the layout (unified)": ("u.json", json.dumps([{k: v for k, v in UNIFIED_RECORD.items()
                                                                          if k != "a4"} | {"num_option": 4}]),
                                                   read_unified_json, "record 0", "TVQA_0",
-                                                  "wrong number of options for tvqa: num_option is 4, the layout has 5"),
+                                                  "wrong number of options for tvqa: num_option is 4, the layout "
+                                                  "has 5"),
     "bad time span (how2qa release csv)": ("h.csv", "vid1,[7.2-18.0],w1,w2,w3,q?,right\n", read_how2qa,
                                            r"row 1 \(line 1\)", "HOW2QA_0", r"time span '\[7\.2-18\.0\]' is not"),
     "short row (how2qa release csv)": ("h.csv", "vid1,[7.2:18.0],w1,w2,w3,q?,right\nvid2,[1:2],w1,w2,q?\n",
@@ -413,3 +414,38 @@ def test_checker_reports_every_problem_and_fails(tmp_path):
     assert "videos with fewer than 200 frames: 1" in report and "carphone_distorted.mp4: 120 frames" in report
     assert "windows outside their video: 1" in report and "(question TVQA_3)" in report
     assert "windows shorter than 200 frames (frames repeat, as in the official code): 1" in report
+
+
+def test_checker_decodes_sampled_frames_and_reports_overhanging_windows(tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    noise = np.random.default_rng(0).integers(0, 256, (60, 32, 32, 3), dtype=np.uint8)
+    write_video(tmp_path / "full.mp4", noise, fps=10, faststart=True)
+    (videos / "cut.mp4").write_bytes((tmp_path / "full.mp4").read_bytes()[:20_000])  # header first, data cut
+    (videos / "carphone.mp4").write_bytes((SAMPLE_VIDEOS_DIR / "carphone_distorted.mp4").read_bytes())  # 4.0 s
+    lines = [tvqa_line(vid_name="cut", ts="0.0-5.0"), tvqa_line(vid_name="carphone", ts="3.0-5.5"),
+             tvqa_line(vid_name="carphone", ts="0.5-3.5")]
+    annotations = write_bad(tmp_path, "tvqa.jsonl", "\n".join(lines) + "\n")
+    out = io.StringIO()
+    assert check("tvqa", str(annotations), videos=str(videos), num_frames=8, out=out) == 1
+    report = out.getvalue()
+    # The header of cut.mp4 still says 60 frames: only decoding the sampled frames finds the missing data.
+    assert "unreadable videos: 0" in report
+    assert "videos cut short or undecodable at a sampled frame: 1" in report
+    assert re.search(r"cut\.mp4: decoding ended before frame \d+ .*truncated", report)
+    assert "windows overhanging their video (clamped, as in the official code): 1" in report
+    assert re.search(r"carphone\.mp4 \(question TVQA_1\): window \[3\.0, 5\.5\] s ends 1\.50 s after the video's "
+                     r"end \(4\.00 s, 120 frames at 29\.97 fps\); clamped", report)
+    assert "1 problem(s) found" in report  # overhanging windows are reported, not counted as errors
+
+
+def test_window_overhang_describes_what_is_clamped():
+    from sevila_lib.video import segment_frame_indices, window_overhang
+    assert window_overhang(100, 10.0, 2.0, 9.99) is None and window_overhang(100, 10.0, None, None) is None
+    assert window_overhang(100, 10.0, 2.0, 10.0) is None  # ends exactly at the last frame's end
+    assert window_overhang(100, 10.0, -1.5, 4.0) == "starts 1.5 s before the video"
+    assert window_overhang(100, 10.0, 5.0, 12.0) == ("ends 2.00 s after the video's end (10.00 s, 100 frames at "
+                                                     "10 fps)")
+    # The frames themselves are still taken from the clamped window, as the official loader does.
+    assert segment_frame_indices(100, 10.0, 2, start=-1.5, end=4.0)[0] == segment_frame_indices(
+        100, 10.0, 2, start=0.0, end=4.0)[0]
