@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -75,6 +76,10 @@ class FeatureCache:
     `max_bytes` of features (least recently used first out), so evaluating more questions does not grow memory
     (streamed evaluation): 256 videos of the mini model take ~16 MB, but at ViT-g (32 frames × 257 × 1408
     floats) one video takes ~46 MB, so the byte budget is what binds there.
+
+    Each file stores, in its safetensors metadata, the video key it was written for and a SHA-256 of its
+    tensors. A file that cannot be read (cut short), whose checksum does not match (corrupt), or that was written
+    for another video is never used: it is deleted with a warning naming it, and its frames are recomputed.
     """
 
     def __init__(self, root: str | Path | None, fingerprint: str, max_videos: int = 256, max_bytes: int = 2 ** 30):
@@ -97,13 +102,44 @@ class FeatureCache:
         if key in self._memory:
             self._memory.move_to_end(key)
             return self._memory[key]
-        frames = {}
-        if self.dir is not None and self._file(key).exists():
-            frames = {int(i): t for i, t in load_file(self._file(key)).items()}
+        frames = self._read(key) if self.dir is not None else {}
         self._memory[key] = frames
         self._nbytes += sum(t.nbytes for t in frames.values())
         self._evict()
         return frames
+
+    @staticmethod
+    def _checksum(frames: dict[int, Tensor]) -> str:
+        digest = hashlib.sha256()
+        for i in sorted(frames):
+            digest.update(f"{i}|{frames[i].dtype}|{tuple(frames[i].shape)}|".encode())
+            digest.update(frames[i].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
+    def _read(self, key: str) -> dict[int, Tensor]:
+        """The frames stored on disk for `key`, or {} (with a warning, file deleted) if the file is unusable."""
+        path = self._file(key)
+        if not path.exists():
+            return {}
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+                frames = {int(i): handle.get_tensor(i) for i in handle.keys()}
+        except Exception as err:  # SafetensorError for a file cut short or a damaged header
+            return self._discard(path, f"cannot be read ({err})")
+        if metadata.get("video_key") != key:
+            found = metadata.get("video_key")
+            return self._discard(path, f"was written for another video ({found!r}, not {key!r})" if found
+                                 else "has no video key (written by an older version)")
+        if metadata.get("sha256") != self._checksum(frames):
+            return self._discard(path, "does not match its checksum (corrupt)")
+        return frames
+
+    @staticmethod
+    def _discard(path: Path, reason: str) -> dict[int, Tensor]:
+        warnings.warn(f"feature cache file {path} {reason}: not used, its frames are recomputed", stacklevel=4)
+        path.unlink(missing_ok=True)
+        return {}
 
     def get(self, key: str, indices: Iterable[int]) -> tuple[dict[int, Tensor], list[int]]:
         """Cached features of `indices` and the indices still missing."""
@@ -123,7 +159,8 @@ class FeatureCache:
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
             # atomic: a killed run never leaves a half-written feature file
-            save_safetensors({str(i): t for i, t in stored.items()}, self._file(key))
+            save_safetensors({str(i): t for i, t in stored.items()}, self._file(key),
+                             metadata={"video_key": key, "sha256": self._checksum(stored)})
 
 
 @dataclass

@@ -82,6 +82,46 @@ def test_features_are_computed_once_and_cached_on_disk(setup, tmp_path):
     assert reader.reads > reads and changed.cache.misses > 0
 
 
+def test_damaged_or_foreign_cache_files_are_recomputed_never_reused(tmp_path):
+    import warnings
+
+    features = {0: torch.arange(12.0).reshape(3, 4), 5: torch.ones(3, 4)}
+    FeatureCache(tmp_path, "fp").put("video-a", features)
+    file = FeatureCache(tmp_path, "fp")._file("video-a")
+
+    def reread(key="video-a"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            stored, missing = FeatureCache(tmp_path, "fp").get(key, [0, 5])
+        return stored, missing, [str(w.message) for w in caught]
+
+    stored, missing, warned = reread()
+    assert not missing and not warned and torch.equal(stored[0], features[0])
+    good = file.read_bytes()
+    # Cut short: unreadable -> recomputed, with a warning naming the file (which is removed).
+    file.write_bytes(good[:-20])
+    stored, missing, warned = reread()
+    assert (stored, missing) == ({}, [0, 5]) and not file.exists()
+    assert len(warned) == 1 and f"feature cache file {file} cannot be read" in warned[0] and "recomputed" in warned[0]
+    # One flipped byte in the data: the safetensors file still loads, the checksum does not match.
+    damaged = bytearray(good)
+    damaged[-3] ^= 0xFF
+    file.write_bytes(bytes(damaged))
+    stored, missing, warned = reread()
+    assert missing == [0, 5] and "does not match its checksum (corrupt)" in warned[0]
+    # An entry written for one video is never served for another (e.g. a file copied or renamed by hand).
+    FeatureCache(tmp_path, "fp").put("video-a", features)
+    other = FeatureCache(tmp_path, "fp")._file("video-b")
+    other.write_bytes(file.read_bytes())
+    stored, missing, warned = reread("video-b")
+    assert missing == [0, 5] and "was written for another video ('video-a', not 'video-b')" in warned[0]
+    # Files of the earlier format (no metadata) are recomputed too.
+    from safetensors.torch import save_file
+    save_file({"0": features[0]}, str(file))
+    stored, missing, warned = reread()
+    assert missing == [0, 5] and "has no video key" in warned[0]
+
+
 def test_memory_layer_is_bounded():
     cache = FeatureCache(None, "x", max_videos=2)
     for v in "abc":
