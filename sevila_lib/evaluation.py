@@ -196,6 +196,7 @@ class Evaluator:
         self._scores: dict[tuple, dict[str, Tensor]] = {}
         self._answer_logits: dict[tuple, Tensor] = {}
         self._bad: set[str] = set()
+        self._truncated: dict[tuple[str, bool], bool] = {}
 
     # ---- frames and features ----------------------------------------------------------------------------
     def frame_indices(self, sample: VideoQASample, num_frames: int) -> list[int]:
@@ -228,6 +229,8 @@ class Evaluator:
                 continue
             try:
                 indices = self.frame_indices(sample, num_frames)
+                if self.on_error == "skip":  # decode now: a file that fails mid-way is skipped, not fatal later
+                    self.features(sample, indices)
             except (VideoError, OSError) as err:
                 if self.on_error == "raise":
                     raise
@@ -426,6 +429,20 @@ class Evaluator:
         return pd.DataFrame(rows)
 
     # ---- helpers ----------------------------------------------------------------------------------------
+    def _options_truncated(self, sample: VideoQASample, localizer: bool) -> bool:
+        """Did the prompt cut (`max_text_length` tokens, official 77, applied silently by the official code) remove
+        an option from the Answerer's prompt, or from the Localizer's when it chose the frames? The Localizer's
+        options come before its instruction, so any of its prompts gives the same answer."""
+        if not sample.options:
+            return False
+        key = (sample.question_id, localizer)
+        if key not in self._truncated:
+            cut = lambda text: prompts.truncated_options(self.model.tokenizer, text,  # noqa: E731
+                                                         self.model.config.max_text_length)
+            self._truncated[key] = cut(prompts.sample_qa_text(sample)) or (
+                localizer and cut(prompts.sample_loc_text(sample)))
+        return self._truncated[key]
+
     def _is_relevant(self, sample: VideoQASample, index: int) -> bool | None:
         if not sample.moments:
             return None
@@ -443,8 +460,9 @@ class Evaluator:
             every = range(self.reader.info(sample).num_frames)
             relevant = [i for i, r in zip(every, self._relevant(sample, every)) if r]
         probs = logits.softmax(-1)
+        truncated = self._options_truncated(sample, scorer.startswith("localizer"))
         return dict(question_id=sample.question_id, question_type=sample.question_type, dataset=sample.dataset,
-                    video=sample.video,
+                    video=sample.video, options_truncated=truncated,
                     variant=variant, scorer=scorer, rule=rule, num_frames=num_frames, num_keyframes=num_keyframes,
                     prompt=prompt,
                     sampled_frames=list(sampled), selected_frames=selected, frame_scores=frame_scores,
@@ -473,10 +491,13 @@ def save_predictions(table: pd.DataFrame, path: str | Path) -> Path:
 
 def summary(table: pd.DataFrame, **labels) -> dict:
     """One results row for a predictions table: `labels` (e.g. variant, k), accuracy in the paper's columns
-    (percent), and, where relevant frames are known, keyframe hit-rate and recall (percent)."""
+    (percent), and, where relevant frames are known, keyframe hit-rate and recall (percent). `options_truncated`
+    counts the questions whose prompt lost an option to the 77-token cut (the official code does not say)."""
     from . import metrics
 
     row = {**labels, "questions": len(table), **metrics.summarize(table).round(2).to_dict()}
+    if "options_truncated" in table:
+        row["options_truncated"] = int(table["options_truncated"].astype(bool).sum())
     if "relevant_frames" in table and table["relevant_frames"].notna().any():
         localized = table[table["question_type"] != "counting"] if "counting" in set(table["question_type"]) else table
         row["hit_rate"] = round(100 * metrics.keyframe_hit_rate(localized), 2)

@@ -184,6 +184,52 @@ def test_per_frame_table_and_bad_videos(setup):
     assert set(per_frame.columns) >= {"question_id", "frame_index", "prediction", "answer", "relevant"}
 
 
+class FailingDecodeReader(ArrayReader):
+    """A video whose header is fine (info works) but whose frames fail to decode, like a file cut short."""
+
+    def read(self, sample, indices):
+        if sample.video == "v2":
+            raise VideoError("v2.mp4", "decoding ended before frame 11; the file is truncated", sample.question_id)
+        return super().read(sample, indices)
+
+
+def test_decode_failures_are_skipped_and_every_other_question_kept(setup):
+    model, samples, reader = setup
+    broken = FailingDecodeReader(reader.videos)
+    with pytest.raises(VideoError, match="truncated"):
+        Evaluator(model, samples, broken, progress=False).run("localizer", num_frames=6, num_keyframes=2)
+    good = Evaluator(model, samples, reader, batch_size=3, progress=False).run("localizer", num_frames=6,
+                                                                                 num_keyframes=2)
+    for variant in ("localizer", "uniform"):
+        ev = Evaluator(model, samples, broken, batch_size=3, on_error="skip", progress=False)
+        table = ev.run(variant, num_frames=6, num_keyframes=2)
+        assert list(table.question_id) == ["q0", "q2"]  # q1 (video v2) is left out, never replaced
+        assert [(s.question_id, "truncated" in s.reason) for s in ev.skipped] == [("q1", True)]
+    # The other questions' predictions are exactly those of a run without the broken video.
+    assert table.question_id.tolist() == good.question_id[good.question_id != "q1"].tolist()
+    kept = Evaluator(model, samples, broken, batch_size=3, on_error="skip", progress=False).run(
+        "localizer", num_frames=6, num_keyframes=2)
+    assert kept.prediction.tolist() == good.prediction[good.question_id != "q1"].tolist()
+    assert kept.selected_frames.tolist() == good.selected_frames[good.question_id != "q1"].tolist()
+
+
+def test_questions_whose_prompt_loses_options_are_flagged_and_counted(setup):
+    from sevila_lib.evaluation import summary
+
+    model, samples, reader = setup
+    long_question = "why " + " ".join(["does the person lie down"] * 20) + "?"
+    samples = samples + [VideoQASample("q3", "v1", long_question, QUESTIONS[0][1], 0, question_type="descriptive",
+                                       dataset="world", moments=[(1.0, 2.0)])]
+    for variant in ("uniform", "localizer"):
+        table = Evaluator(model, samples, reader, progress=False).run(variant, num_frames=6, num_keyframes=2)
+        expected = [prompts.truncated_options(model.tokenizer, prompts.sample_qa_text(s)) for s in samples]
+        if variant == "localizer":
+            expected = [e or prompts.truncated_options(model.tokenizer, prompts.sample_loc_text(s))
+                        for e, s in zip(expected, samples)]
+        assert table.options_truncated.tolist() == expected and expected[-1]
+        assert summary(table)["options_truncated"] == sum(expected)
+
+
 def test_ground_truth_keyframes():
     assert ground_truth_keyframes([False, True, True, False, False], 2) == [1, 2]
     assert ground_truth_keyframes([False, False, True, False, False], 3) == [1, 2, 3]
