@@ -27,7 +27,7 @@ def _temporary_beside(path: Path) -> Iterator[Path]:
     except BaseException as err:
         tmp.unlink(missing_ok=True)
         if disk_full(err):
-            raise OSError(errno.ENOSPC, f"disk full while writing {path} ({_free(path.parent)} on its disk); "
+            raise OSError(errno.ENOSPC, f"disk full while writing {path} ({free_space(path.parent)} on its disk); "
                                         f"nothing was written and the previous {path.name}, if any, is unchanged: "
                                         "free space and rerun (finished files are untouched)") from err
         raise
@@ -44,7 +44,7 @@ def disk_full(err: BaseException) -> bool:
                                   "Disk quota exceeded"))
 
 
-def _free(folder: Path) -> str:
+def free_space(folder: Path) -> str:
     try:
         return f"{shutil.disk_usage(folder).free} bytes free"
     except OSError:
