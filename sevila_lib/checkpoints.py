@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
-import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from .config import SevilaConfig, blip2_config_dict
@@ -87,12 +88,31 @@ def kit_to_hf_blip2(model: SeViLA, bridge: str = "answerer") -> dict[str, Tensor
     return {k: v.contiguous() for k, v in out.items()}
 
 
+def read_safetensors(path: str | Path, device: str = "cpu") -> dict[str, Tensor]:
+    """`safetensors.torch.load_file`, but a truncated or corrupt file raises a ValueError naming its path and size
+    (safetensors' own error names neither)."""
+    try:
+        return load_file(path, device=device)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # SafetensorError: "incomplete metadata, file not fully covered", "header too small"
+        raise ValueError(f"{path}: truncated or corrupt safetensors file ({_size(path)}; {err}); "
+                         f"write or download it again") from err
+
+
+def _size(path: str | Path) -> str:
+    try:
+        return f"{os.path.getsize(path)} bytes"
+    except OSError:
+        return "size unknown"
+
+
 def _read_hf_weights(directory: Path) -> dict[str, Tensor]:
     files = sorted(directory.glob("*.safetensors"))
     if files:
         state = {}
         for file in files:
-            state.update(load_file(file))
+            state.update(read_safetensors(file))
         return state
     bins = sorted(directory.glob("pytorch_model*.bin"))
     if not bins:
@@ -266,10 +286,20 @@ def kit_to_lavis(model: SeViLA, include_frozen: bool = True) -> dict[str, Tensor
 def _torch_load_weights_only(path: str | Path) -> dict[str, Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError (or RuntimeError) for pickled code
+    except FileNotFoundError:
+        raise
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):  # a pickle stream cut short
+            raise ValueError(f"{path}: truncated or corrupt checkpoint file ({_size(path)}; torch.load: "
+                             f"{str(err).splitlines()[0]}); download or save it again") from err
         raise ValueError(f"{path}: refused to load — the file needs pickled Python objects beyond tensors "
                          f"(torch.load weights_only=True failed: {str(err).splitlines()[0]}). Only load files you "
                          f"trust; re-save them as a plain state dict first.") from err
+    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile) as err:
+        # A .pth cut short: torch says "failed finding central directory" or a bare "[Errno 22] Invalid argument".
+        raise ValueError(f"{path}: truncated or corrupt checkpoint file ({_size(path)}; torch.load: "
+                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}); download or save it "
+                         f"again") from err
 
 
 def load_lavis(model: SeViLA, path: str | Path, *, require: tuple[str, ...] = ()) -> LoadReport:
@@ -310,7 +340,7 @@ def save_bridges(model: SeViLA, directory: str | Path, which: str = "both") -> P
 
 def load_bridges(model: SeViLA, directory: str | Path) -> LoadReport:
     """Load bridges saved by `save_bridges`; every key in the file must belong to the model."""
-    state = load_file(Path(directory) / BRIDGES_FILE, device=str(model.device))
+    state = read_safetensors(Path(directory) / BRIDGES_FILE, device=str(model.device))
     report = _load_into(model, state)
     if report.unexpected:
         raise ValueError(f"{directory}: keys the model does not have: {report.unexpected[:5]}")

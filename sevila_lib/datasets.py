@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 from . import prompts
 from .records import VideoQASample
 from .video import (FrameReader, VideoError, VideoFileReader, frames_to_tensor, relevant_frame_mask,
-                    segment_frame_indices)
+                    segment_frame_indices, window_overhang)
 
 DATASETS = ("nextqa", "star", "how2qa", "tvqa", "vlep", "qvh")
 NUM_OPTIONS = {"nextqa": 5, "star": 4, "how2qa": 4, "tvqa": 5, "vlep": 2}
@@ -172,13 +172,17 @@ def _json_list_records(path: Path, text: str) -> Iterator[_Raw]:
             return
 
 
-def _csv_records(path: Path, text: str, required: Sequence[str]) -> Iterator[_Raw]:
+def _csv_records(path: Path, text: str, required: Sequence[str], names: Sequence[str] | None = None) -> Iterator[_Raw]:
+    """Rows of a csv as dicts. With `names`, the file has no header row and its fields are named by position."""
     line_starts = [0] + [m.end() for m in re.finditer("\n", text)] + [len(text)]
-    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
-    header = next(reader, None)
-    missing = [c for c in required if c not in (header or [])]
-    if missing:
-        raise AnnotationError(path, "line 1 (header)", f"missing column(s) {missing}; found {header}")
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))  # doubled quotes ("") inside fields
+    if names is None:
+        header = next(reader, None)
+        missing = [c for c in required if c not in (header or [])]
+        if missing:
+            raise AnnotationError(path, "line 1 (header)", f"missing column(s) {missing}; found {header}")
+    else:
+        header = list(names)
     last_line, index = reader.line_num, 0
     for row in reader:
         first, last_line = last_line + 1, reader.line_num
@@ -188,7 +192,9 @@ def _csv_records(path: Path, text: str, required: Sequence[str]) -> Iterator[_Ra
         span = (line_starts[first - 1], line_starts[min(last_line, len(line_starts) - 1)])
         raw = _Raw(index, f"row {index + 1} (line {first})", first, span, dict(zip(header, row)))
         if len(row) != len(header):
-            raw.error = f"malformed or truncated row: {len(row)} fields, the header has {len(header)}"
+            expected = f"the header has {len(header)}" if names is None else \
+                f"expected {len(header)} ({', '.join(header)})"
+            raw.error = f"malformed or truncated row: {len(row)} fields, {expected}"
         index += 1
         yield raw
 
@@ -377,43 +383,108 @@ def _tv_style_reader(dataset: str, prefix: str) -> Callable[[dict, int], VideoQA
         n = NUM_OPTIONS[dataset]
         start, end = _ts_window(_get(rec, "ts"))
         answer = _answer(rec["answer_idx"], n) if rec.get("answer_idx") not in (None, "") else None
+        original = str(rec["qid"]) if rec.get("qid") not in (None, "") else None
         return VideoQASample(question_id=f"{prefix}_{index}", video=_text(rec, "vid_name"),
                              question=_text(rec, "q"), options=_options(rec, n), answer=answer,
-                             question_type=prefix, dataset=dataset, start=start, end=end)
+                             question_type=prefix, dataset=dataset, start=start, end=end, original_id=original)
     return convert
 
 
 def read_tvqa(jsonl_path: str | os.PathLike, on_error: str = "raise") -> Samples:
     """TVQA jsonl (qid, q, a0..a4, answer_idx, vid_name, ts "s-e", show_name).
 
-    question_id `TVQA_<i>` with i the 0-based line index, as the official conversion (not the file's qid).
+    question_id `TVQA_<i>` with i the 0-based line index, as the official conversion; the file's own `qid`
+    (what a TVQA test-set submission is keyed by) is kept as `original_id`.
     """
     return _collect(jsonl_path, _jsonl_records, _tv_style_reader("tvqa", "TVQA"), lambda rec, i: f"TVQA_{i}", on_error)
 
 
-def read_how2qa(path: str | os.PathLike, on_error: str = "raise") -> Samples:
-    """How2QA in the layout SeViLA converts: vid_name (a 60 s clip), ts "s-e", q, a0..a3, answer_idx.
+HOW2QA_COLUMNS = ("vid_name", "ts", "q", "a0", "a1", "a2", "a3", "answer_idx")
+# The original How2R-and-How2QA release csv (`how2QA_{train,val}_release.csv`): no header, seven fields.
+HOW2QA_RELEASE_COLUMNS = ("youtube_id", "span", "wrong_1", "wrong_2", "wrong_3", "question", "answer")
+HOW2QA_CLIP_SECONDS = 60
 
-    `.jsonl`: the VALUE/HERO release (`how2qa_{split}_release.jsonl`), same layout as TVQA.
-    `.csv`: a csv with exactly these column names. The original How2R-and-How2QA csv (correct answer in a
-    fixed column, times relative to the full YouTube video) is NOT read: it needs re-windowing to the 60 s
-    clips and an option order, which SeViLA's files do not document.
-    question_id `HOW2QA_<i>`, i = 0-based record index.
+
+def _bracket_span(span: Any) -> tuple[float, float]:
+    """How2QA release spans "[7.2:18.0]" (seconds in the full YouTube video)."""
+    found = re.fullmatch(r"\s*\[\s*([^:\]]+?)\s*:\s*([^:\]]+?)\s*\]\s*", span) if isinstance(span, str) else None
+    if found is None:
+        raise _Bad(f"time span {span!r} is not '[start:end]' in seconds")
+    return _window(found.group(1), found.group(2), "time span")
+
+
+def _how2qa_release_sample(rec: dict, index: int) -> VideoQASample:
+    """One row of the original release: the 60-s clip `{youtube_id}_{60c}_{60(c+1)}` holding the span's start
+    (c = start // 60, the clip naming of the HERO/VALUE release and SeViLA's `clips/`), the span made relative to
+    that clip, and the correct answer (the LAST field) placed at option index `i % 4` (i = row index) with the
+    three wrong answers around it in file order. The release gives no option order; a fixed position for the
+    correct answer would let an answerer with a letter bias score high, so the position rotates (balanced and
+    deterministic). A span running past its clip's end is kept; `check` reports it as overhanging the video."""
+    video, (start, end) = _text(rec, "youtube_id"), _bracket_span(_get(rec, "span"))
+    wrong = [_text(rec, f"wrong_{i}") for i in (1, 2, 3)]
+    position = index % 4
+    options = wrong[:position] + [_text(rec, "answer")] + wrong[position:]
+    offset = HOW2QA_CLIP_SECONDS * int(start // HOW2QA_CLIP_SECONDS)
+    return VideoQASample(question_id=f"HOW2QA_{index}", video=f"{video}_{offset}_{offset + HOW2QA_CLIP_SECONDS}",
+                         question=_text(rec, "question"), options=options, answer=position, question_type="HOW2QA",
+                         dataset="how2qa", start=start - offset, end=end - offset)
+
+
+def _has_header(path: str | os.PathLike, columns: Sequence[str]) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
+            first = next(csv.reader(handle), [])
+    except OSError:
+        return True  # let the reader report the unreadable file
+    return bool(first) and first[0].removeprefix("\ufeff") == columns[0]
+
+
+def read_how2qa(path: str | os.PathLike, on_error: str = "raise") -> Samples:
+    """How2QA in any of its three layouts; question_id `HOW2QA_<i>`, i = 0-based record index.
+
+    `.jsonl`: the VALUE/HERO release (`how2qa_{split}_release.jsonl`): vid_name (a 60-s clip), ts "s-e", q,
+    a0..a3, answer_idx, qid — the layout SeViLA converts, same as TVQA; `qid` is kept as `original_id`.
+    `.csv` with the header `vid_name,ts,q,a0,a1,a2,a3,answer_idx`: the same fields as a table.
+    `.csv` without a header: the original How2R-and-How2QA release (`how2QA_{train,val}_release.csv`), seven
+    fields per row — YouTube id, span "[start:end]" in the full video, three wrong answers, the question, the
+    correct answer text — mapped onto the 60-s clips as `_how2qa_release_sample` describes.
     """
     convert = _tv_style_reader("how2qa", "HOW2QA")
     qid = lambda rec, i: f"HOW2QA_{i}"  # noqa: E731
     if Path(path).suffix.lower() == ".csv":
-        columns = ["vid_name", "ts", "q", "a0", "a1", "a2", "a3", "answer_idx"]
-        return _collect(path, lambda p, t: _csv_records(p, t, columns), convert, qid, on_error)
+        if _has_header(path, HOW2QA_COLUMNS):
+            return _collect(path, lambda p, t: _csv_records(p, t, HOW2QA_COLUMNS), convert, qid, on_error)
+        return _collect(path, lambda p, t: _csv_records(p, t, HOW2QA_RELEASE_COLUMNS, names=HOW2QA_RELEASE_COLUMNS),
+                        _how2qa_release_sample, qid, on_error)
     return _collect(path, _jsonl_records, convert, qid, on_error)
+
+
+def vlep_video(vid_name: str) -> str:
+    """The video file (stem) the official loader opens for a VLEP `vid_name` (`MCVideoQADataset.__getitem__` in
+    `lavis/datasets/datasets/mc_video_vqa_datasets.py`):
+    a YouTube clip (':' in the name, e.g. "aBcDeFgHiJk_00:01:10_00:01:40") as is; a TV clip
+    ("friends_s03e09_seg02_clip_07_ep") with its last 3 characters cut, i.e. the TVQA clip name. The official
+    loader cuts 3 characters whatever they are, so a TV name that does not end in "_ep" raises instead of
+    silently opening another clip."""
+    if ":" in vid_name:
+        return vid_name
+    if not vid_name.endswith("_ep"):
+        raise _Bad(f"VLEP TV clip name {vid_name!r} does not end in '_ep' (the official loader cuts the last 3 "
+                   f"characters of names without ':' and would open {vid_name[:-3]!r})")
+    return vid_name[:-3]
+
+
+def vlep_vid_name(video: str) -> str:
+    """The inverse of `vlep_video`: the `vid_name` to write so the official loader opens `video`."""
+    return video if ":" in video else video + "_ep"
 
 
 def read_vlep(jsonl_path: str | os.PathLike, on_error: str = "raise") -> Samples:
     """VLEP jsonl (example_id, vid_name, ts [s, e], events [e0, e1], answer).
 
-    No question (the official conversion writes none; prompts use a fixed VLEP text). TV clips
-    ("..._ep", no ':') point at the TVQA clip with "_ep" removed, YouTube clips (':' in the id) keep their
-    name — the official loader's path rule (spec §3.1).
+    No question (the official conversion writes none; prompts use a fixed VLEP text). `video` is the file the
+    official loader opens (`vlep_video`): TV clips ("..._ep", no ':') the TVQA clip with "_ep" removed, YouTube
+    clips (':' in the id) their name.
     """
     def convert(rec: dict, index: int) -> VideoQASample:
         events, ts, vid = _get(rec, "events"), _get(rec, "ts"), _text(rec, "vid_name")
@@ -423,8 +494,7 @@ def read_vlep(jsonl_path: str | os.PathLike, on_error: str = "raise") -> Samples
             raise _Bad(f"ts {ts!r} is not [start, end]")
         start, end = _window(ts[0], ts[1], "ts")
         answer = _answer(rec["answer"], 2) if rec.get("answer") is not None else None
-        video = vid[:-3] if ":" not in vid and vid.endswith("_ep") else vid
-        return VideoQASample(question_id=f"VLEP_{_text(rec, 'example_id')}", video=video, question=None,
+        return VideoQASample(question_id=f"VLEP_{_text(rec, 'example_id')}", video=vlep_video(vid), question=None,
                              options=list(events), answer=answer, question_type="VLEP", dataset="vlep",
                              start=start, end=end)
 
@@ -442,13 +512,16 @@ def read_qvhighlights(jsonl_path: str | os.PathLike, on_error: str = "raise") ->
     """QVHighlights jsonl (qid, query, vid, duration, relevant_windows [[s, e], ...]).
 
     Moment-retrieval queries: no options, answer None, moments = relevant windows (absent in the test
-    split, so empty there), question = the query, dataset "qvh", question_id `QVHighlight_<qid>`.
+    split, so empty there), question = the query, dataset "qvh", question_id `QVHighlight_<qid>`, the file's
+    `qid` as `original_id` (submissions and `metrics.read_qvh_ground_truth` are keyed by it), `duration` kept.
     """
     def convert(rec: dict, index: int) -> VideoQASample:
         moments = _moments(rec["relevant_windows"]) if rec.get("relevant_windows") is not None else []
+        duration = _seconds(rec["duration"], "duration") if rec.get("duration") is not None else None
         return VideoQASample(question_id=f"QVHighlight_{_text(rec, 'qid')}", video=_text(rec, "vid"),
                              question=_text(rec, "query"), options=[], answer=None,
-                             question_type="QVHighlight", dataset="qvh", moments=moments)
+                             question_type="QVHighlight", dataset="qvh", moments=moments,
+                             original_id=_text(rec, "qid"), duration=duration)
 
     qid = lambda rec, i: f"QVHighlight_{rec['qid']}" if "qid" in rec else None  # noqa: E731
     return _collect(jsonl_path, _jsonl_records, convert, qid, on_error)
@@ -461,29 +534,56 @@ def read_qvhighlights(jsonl_path: str | os.PathLike, on_error: str = "raise") ->
 def read_unified_json(path: str | os.PathLike, dataset: str | None = None, on_error: str = "raise") -> Samples:
     """SeViLA's converted JSON: a list of {video, qid, num_option, a0.., answer, question, start, end}.
 
-    `answer` may be an int or a numeric string; `start`/`end` numbers or numeric strings; `question` may be
-    absent (VLEP). QVHighlights records have `query` and `relevant_windows` instead of options. `dataset`
-    None infers it per record from the qid prefix (e.g. "VLEP_3" -> "vlep", "CW_..." -> "nextqa").
+    Every question record must have what the official loader reads (`MCVideoQADataset.__getitem__`): `num_option`
+    and exactly that many options a0.., the number of options of its dataset (NExT-QA 5, STAR 4, How2QA 4, TVQA
+    5, VLEP 2), an `answer` (int or numeric string), and a `question` key (null only for VLEP, whose prompt has
+    no question; the official loader reads the key even then, outside its try block). A record missing one of these
+    is an `AnnotationError` naming the file, the record and its qid (or is skipped and recorded). `start`/`end`:
+    numbers or numeric strings. QVHighlights records (qid prefix "QVHighlight") have `query` and
+    `relevant_windows` instead of options. VLEP's `video` is the official `vid_name` ("..._ep" for TV clips),
+    turned into the file the official loader opens (`vlep_video`). Optional `original_qid` and `duration` are
+    the kit's own additions (`write_unified_json`; the official loader ignores them).
+    `dataset` None infers it per record from the qid prefix (e.g. "VLEP_3" -> "vlep", "CW_..." -> "nextqa").
     """
     def convert(rec: dict, index: int) -> VideoQASample:
         qid = _text(rec, "qid")
         name = dataset or QID_PREFIX_DATASET.get(_qid_type(qid), "generic")
-        count = rec.get("num_option", sum(f"a{i}" in rec for i in range(10)))
+        video = _text(rec, "video")
+        original = str(rec["original_qid"]) if rec.get("original_qid") is not None else None
+        duration = _seconds(rec["duration"], "duration") if rec.get("duration") is not None else None
+        moments = _moments(rec["relevant_windows"]) if rec.get("relevant_windows") is not None else []
+        is_query = name == "qvh" or ("num_option" not in rec and "a0" not in rec and "query" in rec)
+        if is_query:
+            return VideoQASample(question_id=qid, video=video, question=_text(rec, "query"), options=[], answer=None,
+                                 question_type=_qid_type(qid), dataset=name, moments=moments, original_id=original,
+                                 duration=duration)
+        count = _get(rec, "num_option")
         if not isinstance(count, int) or isinstance(count, bool):
             raise _Bad(f"num_option {count!r} is not an integer")
-        options = _options(rec, count) if count else []
-        answer = _answer(rec["answer"], count) if rec.get("answer") is not None and count else None
-        question = rec.get("question", rec.get("query"))
-        if question is not None and not isinstance(question, str):
-            raise _Bad(f"question {question!r} is not text")
+        if name in NUM_OPTIONS and count != NUM_OPTIONS[name]:
+            raise _Bad(f"wrong number of options for {name}: num_option is {count}, the layout has "
+                       f"{NUM_OPTIONS[name]}")
+        options = _options(rec, count)
+        if "answer" not in rec or rec["answer"] is None:
+            raise _Bad("missing field 'answer' (the official loader reads it for every question)")
+        answer = _answer(rec["answer"], count)
+        if "question" not in rec:
+            raise _Bad("missing field 'question' (the official loader reads it for every record, VLEP included: "
+                       "write null for VLEP)")
+        question = rec["question"]
+        if question is None and name != "vlep":
+            raise _Bad("question is null (only VLEP records may have no question)")
+        if question is not None and (not isinstance(question, str) or not question.strip()):
+            raise _Bad(f"question {question!r} is empty or not text")
+        if name == "vlep":
+            video = vlep_video(video)
         start = _seconds(rec["start"], "start") if rec.get("start") is not None else None
         end = _seconds(rec["end"], "end") if rec.get("end") is not None else None
         if start is not None and end is not None:
             start, end = _window(start, end)
-        moments = _moments(rec["relevant_windows"]) if rec.get("relevant_windows") is not None else []
-        return VideoQASample(question_id=qid, video=_text(rec, "video"), question=question, options=options,
+        return VideoQASample(question_id=qid, video=video, question=question, options=options,
                              answer=answer, question_type=_qid_type(qid), dataset=name, start=start, end=end,
-                             moments=moments)
+                             moments=moments, original_id=original, duration=duration)
 
     return _collect(path, _json_list_records, convert, lambda rec, i: rec.get("qid"), on_error)
 
@@ -492,23 +592,31 @@ def write_unified_json(samples: Sequence[VideoQASample], path: str | os.PathLike
     """Write samples as SeViLA's unified JSON (readable by `read_unified_json` and the official loader).
 
     `question` is always written (null for VLEP), which also avoids the official loader's VLEP KeyError
-    (spec §3.1 gotchas); QVHighlights queries are written as `query` with their `relevant_windows`.
+    (`MCVideoQADataset.__getitem__`); VLEP videos are written as the official `vid_name` (`vlep_vid_name`: "_ep"
+    appended to TV clips), so the official loader's path rule opens the same file the kit opens; QVHighlights
+    queries are written as `query` with their `relevant_windows`. `original_qid` and `duration` are written when
+    known.
     """
     records = []
     for s in samples:
-        rec: dict[str, Any] = {"video": s.video, "qid": s.question_id}
+        video = vlep_vid_name(s.video) if s.dataset == "vlep" else s.video
+        rec: dict[str, Any] = {"video": video, "qid": s.question_id}
         if s.options:
             rec["num_option"] = len(s.options)
             rec.update({f"a{i}": option for i, option in enumerate(s.options)})
         if s.answer is not None:
             rec["answer"] = s.answer
-        rec["query" if s.dataset == "qvh" else "question"] = s.question
+        rec["query" if s.dataset == "qvh" or not s.options else "question"] = s.question
         if s.start is not None:
             rec["start"] = s.start
         if s.end is not None:
             rec["end"] = s.end
         if s.moments:
             rec["relevant_windows"] = [list(m) for m in s.moments]
+        if s.original_id is not None:
+            rec["original_qid"] = s.original_id
+        if s.duration is not None:
+            rec["duration"] = s.duration
         records.append(rec)
     Path(path).write_text(json.dumps(records, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -625,9 +733,18 @@ def collate_video_qa(items: Sequence[dict[str, Any] | None]) -> dict[str, Any] |
 # The checker: python -m sevila_lib.datasets check <dataset> --annotations FILE [--videos DIR] ...
 # ---------------------------------------------------------------------------------------------------------
 
+MAX_LISTED = 20  # overhanging windows listed by `check` (they are common in real releases: a few seconds past the end)
+
+
 def check(dataset: str, annotations: str, videos: str | None = None, map_path: str | None = None,
           num_frames: int = 32, extension: str = ".mp4", backend: str = "pyav", out=None) -> int:
-    """Print counts and every problem of one annotation file (and its videos); return 1 if anything is wrong."""
+    """Print counts and every problem of one annotation file (and its videos); return 1 if anything is wrong.
+
+    With `videos`: missing and unreadable files, videos whose frames cannot all be decoded (each video's sampled
+    frames are decoded, so a file cut short behind an intact header is caught), videos with fewer than
+    `num_frames` frames, windows entirely outside their video (errors), and windows or relevant windows that
+    overhang the video or start before it (reported, not errors: they are clamped, as the official loader does).
+    """
     samples = read_annotations(dataset, annotations, map_path, on_error="skip")
     say = lambda text="": print(text, file=out or sys.stdout)  # noqa: E731
     say(f"{dataset}: {annotations}")
@@ -640,7 +757,8 @@ def check(dataset: str, annotations: str, videos: str | None = None, map_path: s
         say(f"    {skip.source} (question {skip.question_id}): {skip.reason}")
     if videos is not None:
         reader = VideoFileReader(videos, backend=backend, extension=extension)
-        missing, unreadable, short_videos, outside, short_windows, checked = [], [], [], [], 0, {}
+        missing, unreadable, short_videos, outside, cut_short, overhang = [], [], [], [], [], []
+        short_windows, checked, needed = 0, {}, {}
         for sample in samples:
             path = reader.path(sample)
             if path not in checked:
@@ -656,19 +774,43 @@ def check(dataset: str, annotations: str, videos: str | None = None, map_path: s
             if info is None:
                 continue
             try:
-                _, repeated = segment_frame_indices(info.num_frames, info.fps, num_frames, "uniform",
-                                                    start=sample.start, end=sample.end)
+                indices, repeated = segment_frame_indices(info.num_frames, info.fps, num_frames, "uniform",
+                                                          start=sample.start, end=sample.end)
                 if repeated and info.num_frames >= num_frames:
                     short_windows += 1
             except ValueError as err:
                 outside.append(f"{path} (question {sample.question_id}): {err}")
+                continue
+            needed.setdefault(path, (sample, set()))[1].update(indices)
+            clamped = window_overhang(info.num_frames, info.fps, sample.start, sample.end)
+            if clamped:
+                overhang.append(f"{path} (question {sample.question_id}): window [{sample.start}, {sample.end}] s "
+                                f"{clamped}; clamped to the video, as the official loader does")
+            for s_, e_ in sample.moments:
+                clamped = window_overhang(info.num_frames, info.fps, s_, e_)
+                if clamped:
+                    overhang.append(f"{path} (question {sample.question_id}): relevant window [{s_}, {e_}] s "
+                                    f"{clamped}")
+        # A header can promise frames the file no longer holds (a download cut short): decode the frames the
+        # questions would sample, which reaches the last one.
+        for path, (sample, indices) in needed.items():
+            try:
+                reader.read(sample, sorted(indices))
+            except VideoError as err:
+                cut_short.append(f"{path}: {err.reason}")
         for title, found in (("missing videos", missing), ("unreadable videos", unreadable),
+                             ("videos cut short or undecodable at a sampled frame", cut_short),
                              (f"videos with fewer than {num_frames} frames", short_videos),
                              ("windows outside their video", outside)):
             say(f"  {title}: {len(found)}")
             for line in found:
                 say(f"    {line}")
             problems += len(found)
+        say(f"  windows overhanging their video (clamped, as in the official code): {len(overhang)}")
+        for line in overhang[:MAX_LISTED]:
+            say(f"    {line}")
+        if len(overhang) > MAX_LISTED:
+            say(f"    ... and {len(overhang) - MAX_LISTED} more")
         say(f"  windows shorter than {num_frames} frames (frames repeat, as in the official code): "
             f"{short_windows}")
     say("  OK" if problems == 0 else f"  {problems} problem(s) found")

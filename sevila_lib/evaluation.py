@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -75,6 +76,10 @@ class FeatureCache:
     `max_bytes` of features (least recently used first out), so evaluating more questions does not grow memory
     (streamed evaluation): 256 videos of the mini model take ~16 MB, but at ViT-g (32 frames × 257 × 1408
     floats) one video takes ~46 MB, so the byte budget is what binds there.
+
+    Each file stores, in its safetensors metadata, the video key it was written for and a SHA-256 of its
+    tensors. A file that cannot be read (cut short), whose checksum does not match (corrupt), or that was written
+    for another video is never used: it is deleted with a warning naming it, and its frames are recomputed.
     """
 
     def __init__(self, root: str | Path | None, fingerprint: str, max_videos: int = 256, max_bytes: int = 2 ** 30):
@@ -97,13 +102,44 @@ class FeatureCache:
         if key in self._memory:
             self._memory.move_to_end(key)
             return self._memory[key]
-        frames = {}
-        if self.dir is not None and self._file(key).exists():
-            frames = {int(i): t for i, t in load_file(self._file(key)).items()}
+        frames = self._read(key) if self.dir is not None else {}
         self._memory[key] = frames
         self._nbytes += sum(t.nbytes for t in frames.values())
         self._evict()
         return frames
+
+    @staticmethod
+    def _checksum(frames: dict[int, Tensor]) -> str:
+        digest = hashlib.sha256()
+        for i in sorted(frames):
+            digest.update(f"{i}|{frames[i].dtype}|{tuple(frames[i].shape)}|".encode())
+            digest.update(frames[i].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
+    def _read(self, key: str) -> dict[int, Tensor]:
+        """The frames stored on disk for `key`, or {} (with a warning, file deleted) if the file is unusable."""
+        path = self._file(key)
+        if not path.exists():
+            return {}
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+                frames = {int(i): handle.get_tensor(i) for i in handle.keys()}
+        except Exception as err:  # SafetensorError for a file cut short or a damaged header
+            return self._discard(path, f"cannot be read ({err})")
+        if metadata.get("video_key") != key:
+            found = metadata.get("video_key")
+            return self._discard(path, f"was written for another video ({found!r}, not {key!r})" if found
+                                 else "has no video key (written by an older version)")
+        if metadata.get("sha256") != self._checksum(frames):
+            return self._discard(path, "does not match its checksum (corrupt)")
+        return frames
+
+    @staticmethod
+    def _discard(path: Path, reason: str) -> dict[int, Tensor]:
+        warnings.warn(f"feature cache file {path} {reason}: not used, its frames are recomputed", stacklevel=4)
+        path.unlink(missing_ok=True)
+        return {}
 
     def get(self, key: str, indices: Iterable[int]) -> tuple[dict[int, Tensor], list[int]]:
         """Cached features of `indices` and the indices still missing."""
@@ -123,7 +159,8 @@ class FeatureCache:
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
             # atomic: a killed run never leaves a half-written feature file
-            save_safetensors({str(i): t for i, t in stored.items()}, self._file(key))
+            save_safetensors({str(i): t for i, t in stored.items()}, self._file(key),
+                             metadata={"video_key": key, "sha256": self._checksum(stored)})
 
 
 @dataclass
@@ -159,6 +196,7 @@ class Evaluator:
         self._scores: dict[tuple, dict[str, Tensor]] = {}
         self._answer_logits: dict[tuple, Tensor] = {}
         self._bad: set[str] = set()
+        self._truncated: dict[tuple[str, bool], bool] = {}
 
     # ---- frames and features ----------------------------------------------------------------------------
     def frame_indices(self, sample: VideoQASample, num_frames: int) -> list[int]:
@@ -191,6 +229,8 @@ class Evaluator:
                 continue
             try:
                 indices = self.frame_indices(sample, num_frames)
+                if self.on_error == "skip":  # decode now: a file that fails mid-way is skipped, not fatal later
+                    self.features(sample, indices)
             except (VideoError, OSError) as err:
                 if self.on_error == "raise":
                     raise
@@ -389,6 +429,20 @@ class Evaluator:
         return pd.DataFrame(rows)
 
     # ---- helpers ----------------------------------------------------------------------------------------
+    def _options_truncated(self, sample: VideoQASample, localizer: bool) -> bool:
+        """Did the prompt cut (`max_text_length` tokens, official 77, applied silently by the official code) remove
+        an option from the Answerer's prompt, or from the Localizer's when it chose the frames? The Localizer's
+        options come before its instruction, so any of its prompts gives the same answer."""
+        if not sample.options:
+            return False
+        key = (sample.question_id, localizer)
+        if key not in self._truncated:
+            cut = lambda text: prompts.truncated_options(self.model.tokenizer, text,  # noqa: E731
+                                                         self.model.config.max_text_length)
+            self._truncated[key] = cut(prompts.sample_qa_text(sample)) or (
+                localizer and cut(prompts.sample_loc_text(sample)))
+        return self._truncated[key]
+
     def _is_relevant(self, sample: VideoQASample, index: int) -> bool | None:
         if not sample.moments:
             return None
@@ -406,8 +460,9 @@ class Evaluator:
             every = range(self.reader.info(sample).num_frames)
             relevant = [i for i, r in zip(every, self._relevant(sample, every)) if r]
         probs = logits.softmax(-1)
+        truncated = self._options_truncated(sample, scorer.startswith("localizer"))
         return dict(question_id=sample.question_id, question_type=sample.question_type, dataset=sample.dataset,
-                    video=sample.video,
+                    video=sample.video, options_truncated=truncated,
                     variant=variant, scorer=scorer, rule=rule, num_frames=num_frames, num_keyframes=num_keyframes,
                     prompt=prompt,
                     sampled_frames=list(sampled), selected_frames=selected, frame_scores=frame_scores,
@@ -436,10 +491,13 @@ def save_predictions(table: pd.DataFrame, path: str | Path) -> Path:
 
 def summary(table: pd.DataFrame, **labels) -> dict:
     """One results row for a predictions table: `labels` (e.g. variant, k), accuracy in the paper's columns
-    (percent), and, where relevant frames are known, keyframe hit-rate and recall (percent)."""
+    (percent), and, where relevant frames are known, keyframe hit-rate and recall (percent). `options_truncated`
+    counts the questions whose prompt lost an option to the 77-token cut (the official code does not say)."""
     from . import metrics
 
     row = {**labels, "questions": len(table), **metrics.summarize(table).round(2).to_dict()}
+    if "options_truncated" in table:
+        row["options_truncated"] = int(table["options_truncated"].astype(bool).sum())
     if "relevant_frames" in table and table["relevant_frames"].notna().any():
         localized = table[table["question_type"] != "counting"] if "counting" in set(table["question_type"]) else table
         row["hit_rate"] = round(100 * metrics.keyframe_hit_rate(localized), 2)

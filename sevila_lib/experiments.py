@@ -11,14 +11,17 @@ scores for Answerer fine-tuning and the Answerer's per-frame logits for the reve
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
 from . import checkpoints, training
+from .checkpointing import checkpoint_candidates
 from .datasets import VideoQADataset
 from .evaluation import hash_weights, model_fingerprint, summary
+from .files import atomic_write_text
 from .model import SeViLA
 from .workspace import Workspace
 
@@ -39,6 +42,9 @@ MINI_RECIPES: dict[str, dict] = {
                              label_mode="online", label_policy="argmax"),
 }
 SMOKE = dict(epochs=1, max_steps=2)
+# Optimizer steps between checkpoints, so an interrupted notebook run resumes instead of starting at step 1
+# (mini: a few seconds of CPU work per 25 steps and a checkpoint of a few MB; paper: about every 10 minutes).
+CHECKPOINT_EVERY = {"mini": 25, "paper": 200}
 TRAINED_BRIDGE = {"pretrain_localizer": "localizer", "refine_localizer": "localizer", "train_answerer": "answerer"}
 
 
@@ -48,7 +54,8 @@ def recipe(ws: Workspace, stage: str, seed: int, output_dir: Path, smoke: bool =
         values = dict(training.PRESETS[PAPER_RECIPES[stage]])
     else:
         values = dict(stage=stage, **MINI_RECIPES[stage])
-    values.update(seed=seed, output_dir=str(output_dir), progress_bar=False, **(SMOKE if smoke else {}), **overrides)
+    values.update({"seed": seed, "output_dir": str(output_dir), "progress_bar": False,
+                   "checkpoint_every": CHECKPOINT_EVERY[ws.profile], **(SMOKE if smoke else {}), **overrides})
     return training.TrainConfig.from_dict(values)
 
 
@@ -89,7 +96,9 @@ def train(ws: Workspace, name: str, stage: str, seed: int = 0, start_from: Seque
     """Train `stage` from the base model plus the bridges of the runs `start_from` (in order), save the bridge it
     trains to `ws.run_dir(name, seed)` and return it. An existing finished run with the same config AND the same
     starting weights is reused (the runs are deterministic), so rerunning a notebook does not retrain, while a
-    new base model (e.g. a regenerated mini BLIP-2) or a retrained `start_from` run retrains."""
+    new base model (e.g. a regenerated mini BLIP-2) or a retrained `start_from` run retrains. An interrupted run
+    with the same config and starting weights resumes from its last checkpoint (`CHECKPOINT_EVERY`) instead of
+    starting again at step 1 (`reuse=False` starts over)."""
     out = ws.run_dir(name, seed)
     config = recipe(ws, stage, seed, out / "train", smoke, **overrides)
     model, missing = ws.model_with(*start_from, seed=seed)
@@ -100,22 +109,36 @@ def train(ws: Workspace, name: str, stage: str, seed: int = 0, start_from: Seque
     if (reuse and done.exists() and stamp.exists() and stamp.read_text() == start
             and training.TrainConfig.load(out / "train" / "train_config.json") == config):
         return out
+    resume = reuse and partial_run(out / "train", config, start)
+    stamp.unlink(missing_ok=True)  # whatever finished here before is being replaced
+    if not resume:
+        shutil.rmtree(out / "train", ignore_errors=True)  # another recipe or start: its checkpoints cannot resume
+    (out / "train").mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "train" / "start_fingerprint.txt", start)
     dataset = dataset_for(ws, stage, config, seed)
     if stage == "train_answerer":
         cache = (localizer_score_cache(ws, model)
                  if ws.profile == "mini" and config.keyframe_source == "localizer" else None)
-        training.train_answerer(model, dataset, config, keyframe_scores=cache)
+        training.train_answerer(model, dataset, config, keyframe_scores=cache, resume=resume)
     elif stage == "refine_localizer":
         cache = (answerer_logits_cache(ws, model) if ws.profile == "mini" and config.label_mode == "online"
                  and not config.labelling_dropout else None)
-        training.refine_localizer(model, dataset, config, frame_answers=cache)
+        training.refine_localizer(model, dataset, config, frame_answers=cache, resume=resume)
     else:
-        getattr(training, stage)(model, dataset, config)
+        getattr(training, stage)(model, dataset, config, resume=resume)
     # Only the bridge this stage trains: the other one is whatever the run started from, and saving it would
     # let `Workspace.model_with(a, b)` overwrite a's trained bridge with b's untouched copy.
     checkpoints.save_bridges(model, out, which=TRAINED_BRIDGE[stage])
     stamp.write_text(start)  # written last: a run killed before this point is never reused
     return out
+
+
+def partial_run(train_dir: Path, config: training.TrainConfig, start: str) -> bool:
+    """Does `train_dir` hold an interrupted run of the same recipe from the same starting weights, with a
+    checkpoint to resume from? (`train` then continues it instead of starting again at step 1.)"""
+    started, saved = train_dir / "start_fingerprint.txt", train_dir / "train_config.json"
+    return (started.exists() and started.read_text() == start and saved.exists()
+            and training.TrainConfig.load(saved) == config and bool(checkpoint_candidates(train_dir)))
 
 
 def start_fingerprint(model: SeViLA) -> str:

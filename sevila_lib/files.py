@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,15 +24,31 @@ def _temporary_beside(path: Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
-    except OSError as err:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
-        if err.errno == errno.ENOSPC:
-            raise OSError(errno.ENOSPC, f"disk full while writing {path}; free space and rerun "
-                                        "(finished files are untouched)") from err
+        if disk_full(err):
+            raise OSError(errno.ENOSPC, f"disk full while writing {path} ({free_space(path.parent)} on its disk); "
+                                        f"nothing was written and the previous {path.name}, if any, is unchanged: "
+                                        "free space and rerun (finished files are untouched)") from err
         raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+
+def disk_full(err: BaseException) -> bool:
+    """Is `err` a full disk (or quota)? Python raises OSError ENOSPC/EDQUOT; safetensors' Rust writer raises its
+    own error (not an OSError) whose text carries the OS error ("os error 28", "StorageFull", "No space left")."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(err)
+    return not isinstance(err, OSError) and any(
+        mark in text for mark in ("No space left on device", "StorageFull", "os error 28", "code: 28",
+                                  "Disk quota exceeded"))
+
+
+def free_space(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free} bytes free"
+    except OSError:
+        return "free space unknown"
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:

@@ -4,6 +4,11 @@ Spec: /work/shared/reference/sevila-official.md
 - §3.4 (official `lavis/tasks/vqa.py`): overall and per-type accuracy, the STAR unweighted-mean special case, the
   NExT-QA Tem/Cau/Des grouping (not in the official code), FrameQA oracle, majority voting (not in the code).
 - §2.6 and paper appendix: QVHighlights span merging with a "span threshold" of 6 frames (not in the code).
+- Paper Table 4: R1 and mAP exactly as the official QVHighlights evaluator (Moment-DETR's `standalone_eval/eval.py`):
+  R1 reads the FIRST LISTED window, mAP the first 10 listed windows, ranked by score only after that cut. On that
+  repository's `sample_val_preds.jsonl` with `highlight_val_release.jsonl` this gives its recorded numbers
+  (R1@0.5 53.94, R1@0.7 34.84, mAP@0.5 54.96, mAP@0.75 31.01, mAP 32.20).
+  Command line: `python -m sevila_lib.metrics qvh PREDICTIONS.jsonl highlight_val_release.jsonl`.
 - §4: the paper's tables these functions reproduce (Tables 1-3, 5-9 accuracy; Table 4 R1/mAP; Table 9 oracle).
 
 Two table shapes are used throughout:
@@ -19,7 +24,12 @@ like the paper's tables.
 """
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -183,7 +193,8 @@ def keyframe_precision(df: pd.DataFrame) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# QVHighlights moment retrieval (spec §2.6, paper appendix and Table 4; the official repo has none of this)
+# QVHighlights moment retrieval (paper appendix and Table 4): span merging for the Localizer, and R1 /
+# mAP exactly as the official QVHighlights evaluator (Moment-DETR's `standalone_eval/eval.py` and `utils.py`)
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -196,7 +207,8 @@ def merge_frame_predictions(
     max_gap: int = 6,
     single_span: bool = False,
 ) -> list[ScoredSpan]:
-    """Merge per-frame yes/no answers of the Localizer into scored, ranked spans (paper appendix, spec §2.6).
+    """Merge per-frame yes/no answers of the Localizer into scored spans, LISTED IN RANK ORDER (paper appendix:
+    the "span threshold"; not in the official code).
 
     Rule: consecutive "yes" frames form a span, and a run of at most `max_gap` (paper: 6, the "span threshold")
     consecutive "no" frames between two "yes" frames is absorbed into the span; a run of `max_gap + 1` splits it.
@@ -208,7 +220,9 @@ def merge_frame_predictions(
 
     Score (our choice; the paper does not say): the mean of `scores` (e.g. the per-frame yes probability) over ALL
     frames of the span, tolerated "no" frames included, so gappy spans rank lower. Without `scores` the 0/1 flags
-    are used. Ranking: score descending, then longer span, then earlier start.
+    are used. Rank: score descending, then longer span, then earlier start — and the returned LIST is in that
+    order, because the official evaluator reads list order: its R1 takes the first listed window and its mAP the
+    first 10 listed (`qvh_submission_rows` writes them in this order).
 
     `single_span=True` follows the appendix's "integrated into a single video-level span": one span from the first
     span's start to the last span's end, scored as the mean over all its frames. Returns [] when no frame says yes.
@@ -242,24 +256,36 @@ def temporal_iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _ranked(spans: Sequence[Sequence[float]]) -> list[Sequence[float]]:
-    """Spans best first: by score (3rd element) descending, stable; unscored spans keep their given order."""
-    if spans and all(len(s) > 2 for s in spans):
-        return sorted(spans, key=lambda s: -s[2])
-    return list(spans)
+def _pairs(preds, gts) -> list[tuple[str, list, list]]:
+    """(query name, predicted windows, gt windows) per query: by qid for mappings, by position for sequences.
 
-
-def _pairs(preds, gts) -> list[tuple[list, list]]:
-    """Align predictions with ground truth: by key for mappings (qid -> spans), by position for sequences.
-
-    Queries without any ground-truth window are skipped (the Moment-DETR evaluator assumes at least one).
+    Every query must have a prediction list with at least one window and at least one ground-truth window, and
+    the two sides must hold the same queries (the official evaluator asserts matching qids, crashes with an
+    IndexError on an empty prediction list in R1 and silently drops that query from mAP, and divides by zero
+    for a query without gt windows). Each of these raises ValueError naming the query instead.
     """
     if isinstance(gts, Mapping):
-        pairs = [(list(preds.get(q, [])), list(g)) for q, g in gts.items()]
+        if not isinstance(preds, Mapping):
+            raise TypeError("ground truth keyed by qid needs predictions keyed by qid")
+        missing = [q for q in gts if q not in preds]
+        extra = [q for q in preds if q not in gts]
+        if missing or extra:
+            raise ValueError(f"predictions and ground truth must hold the same qids (as the official evaluator "
+                             f"asserts): no prediction for {missing[:5]}{'...' if len(missing) > 5 else ''}; "
+                             f"not in the ground truth: {extra[:5]}{'...' if len(extra) > 5 else ''}")
+        pairs = [(str(q), list(preds[q]), list(g)) for q, g in gts.items()]
     else:
-        assert len(preds) == len(gts), "one list of predicted spans per query"
-        pairs = [(list(p), list(g)) for p, g in zip(preds, gts)]
-    return [(p, g) for p, g in pairs if g]
+        if len(preds) != len(gts):
+            raise ValueError(f"one list of predicted windows per query: {len(preds)} lists for {len(gts)} queries")
+        pairs = [(f"#{i}", list(p), list(g)) for i, (p, g) in enumerate(zip(preds, gts))]
+    for name, pred, gt in pairs:
+        if not pred:
+            raise ValueError(f"query {name}: empty list of predicted windows; the official evaluator cannot score "
+                             f"it (R1 fails, mAP silently leaves the query out) — predict at least one window")
+        if not gt:
+            raise ValueError(f"query {name}: no ground-truth window (the test split has none); R1 and mAP are "
+                             f"undefined for it")
+    return pairs
 
 
 def recall_at_1(
@@ -267,37 +293,33 @@ def recall_at_1(
     gt_windows_per_query: Mapping[str, Sequence[Span]] | Sequence[Sequence[Span]],
     iou: float = 0.5,
 ) -> float:
-    """R1@iou: fraction of queries whose top-ranked predicted span has IoU >= `iou` with ANY ground-truth window.
-
-    As in Moment-DETR's standalone QVHighlights evaluation (compare the top-1 span with the best-matching gt window);
-    paper Table 4 reports R1@0.5 and R1@0.7. The top span is the highest-scored one when spans carry a score, else
-    the first. A query with no predicted span counts as a miss.
-    """
-    hits = []
-    for pred, gt in _pairs(pred_spans_per_query, gt_windows_per_query):
-        ranked = _ranked(pred)
-        best = max((temporal_iou(ranked[0], g) for g in gt), default=0.0) if ranked else 0.0
-        hits.append(best >= iou)
+    """R1@iou as the official QVHighlights evaluator (`compute_mr_r1`): the fraction of queries whose FIRST LISTED
+    predicted window — list order, whatever its score — has IoU >= `iou` (equal counts) with the gt window it
+    overlaps most. Paper Table 4 reports R1@0.5 and R1@0.7. Returns a fraction; see `_pairs` for the errors."""
+    hits = [max(temporal_iou(pred[0], g) for g in gt) >= iou
+            for _, pred, gt in _pairs(pred_spans_per_query, gt_windows_per_query)]
     return _mean(map(float, hits))
 
 
 def average_precision(pred_spans: Sequence[Sequence[float]], gt_windows: Sequence[Span], iou: float) -> float:
-    """Average precision of one query's ranked spans at one IoU threshold (ActivityNet/Moment-DETR definition).
+    """Average precision of one query at one IoU threshold, as the official `compute_average_precision_detection`.
 
-    Matching: predictions are visited best first (score descending, ties in given order); each is matched to the
-    still-unmatched gt window with the highest IoU, provided that IoU >= `iou` (true positive); otherwise it is a
-    false positive. Each gt window is matched at most once, so a duplicate of an already-found moment is a false
-    positive. AP is the area under the precision-recall curve with precision made monotone (each precision replaced
-    by the maximum precision at any higher recall), the VOC "all points" interpolation; recall = TP / #gt windows.
+    Ranking: predictions sorted by score descending, a stable sort, so ties keep list order (unscored spans keep
+    list order). Matching: each prediction in turn tries the gt windows from highest IoU down; the first unmatched
+    one with IoU >= `iou` (equal counts) makes it a true positive, an IoU below `iou` makes it a false positive, so
+    a duplicate of an already-found moment is a false positive. AP is the VOC all-points area under the
+    precision-recall curve with precision made monotone; recall = TP / number of gt windows. Equal IoUs are tried
+    in the official order (`argsort` reversed: the later gt window first). Callers truncate first (official
+    `mean_average_precision` keeps the first 10 listed windows before ranking).
     """
-    ranked = _ranked(pred_spans)
-    if not ranked or not gt_windows:
+    if not pred_spans or not gt_windows:
         return 0.0
+    ranked = sorted(pred_spans, key=lambda s: -s[2]) if all(len(s) > 2 for s in pred_spans) else list(pred_spans)
     matched = [False] * len(gt_windows)
     tp = np.zeros(len(ranked))
     for i, span in enumerate(ranked):
-        ious = [temporal_iou(span, g) for g in gt_windows]
-        for j in sorted(range(len(gt_windows)), key=lambda j: -ious[j]):
+        ious = np.array([temporal_iou(span, g) for g in gt_windows])
+        for j in np.argsort(ious)[::-1]:
             if ious[j] < iou:
                 break
             if not matched[j]:
@@ -311,26 +333,121 @@ def average_precision(pred_spans: Sequence[Sequence[float]], gt_windows: Sequenc
     return float(np.sum(recall_steps * precision))
 
 
+def mean_average_precision_per_threshold(
+    pred_spans_per_query: Mapping[str, Sequence] | Sequence[Sequence],
+    gt_windows_per_query: Mapping[str, Sequence[Span]] | Sequence[Sequence[Span]],
+    iou_thresholds: Sequence[float] = QVH_IOU_THRESHOLDS,
+    max_predictions: int | None = 10,
+) -> dict[float, float]:
+    """{IoU threshold: mAP over queries} as the official `compute_mr_ap`: each query keeps its first
+    `max_predictions` (10) windows IN LIST ORDER, and only then are they ranked by score (`average_precision`)."""
+    pairs = _pairs(pred_spans_per_query, gt_windows_per_query)
+    return {thr: _mean(average_precision(pred[:max_predictions] if max_predictions else pred, gt, thr)
+                       for _, pred, gt in pairs) for thr in iou_thresholds}
+
+
 def mean_average_precision(
     pred_spans_per_query: Mapping[str, Sequence] | Sequence[Sequence],
     gt_windows_per_query: Mapping[str, Sequence[Span]] | Sequence[Sequence[Span]],
     iou_thresholds: Sequence[float] = QVH_IOU_THRESHOLDS,
     max_predictions: int | None = 10,
 ) -> float:
-    """QVHighlights moment-retrieval mAP (paper Table 4), as in Moment-DETR's standalone evaluation.
+    """QVHighlights moment-retrieval mAP (paper Table 4, "mAP"): the official average over IoU 0.5:0.05:0.95 of
+    `mean_average_precision_per_threshold`. Returns a fraction. The paper does not describe its own mAP procedure
+    appendix); this is the QVHighlights benchmark's."""
+    per_threshold = mean_average_precision_per_threshold(pred_spans_per_query, gt_windows_per_query,
+                                                         iou_thresholds, max_predictions)
+    return _mean(per_threshold.values())
 
-    For each query and each IoU threshold in 0.5:0.05:0.95, `average_precision` of its top `max_predictions`
-    ranked spans (Moment-DETR keeps 10); AP is averaged over queries per threshold, then over thresholds. Queries
-    with no gt window are skipped; a query with no predicted span has AP 0 (Moment-DETR would silently leave it
-    out; we count it, which can only lower the score). Returns a fraction. The paper does not describe its own
-    mAP procedure (spec §2.6); this is the standard one the QVHighlights benchmark uses.
-    """
-    per_threshold = []
-    for thr in iou_thresholds:
-        aps = [average_precision(_ranked(p)[:max_predictions], g, thr)
-               for p, g in _pairs(pred_spans_per_query, gt_windows_per_query)]
-        per_threshold.append(_mean(aps))
-    return _mean(per_threshold)
+
+QVH_COLUMNS = ("R1@0.5", "R1@0.7", "mAP@0.5", "mAP@0.75", "mAP")
+
+
+def qvh_moment_retrieval(pred_spans_per_query: Mapping[str, Sequence],
+                         gt_windows_per_query: Mapping[str, Sequence[Span]]) -> dict[str, float]:
+    """The numbers of paper Table 4 in percent, rounded to 2 decimals as the official evaluator prints them
+    (its "MR-full-R1@0.5", "MR-full-R1@0.7", "MR-full-mAP@0.5", "MR-full-mAP@0.75", "MR-full-mAP"; the average is
+    taken over the unrounded per-threshold values, as there)."""
+    aps = mean_average_precision_per_threshold(pred_spans_per_query, gt_windows_per_query)
+    r1 = {t: recall_at_1(pred_spans_per_query, gt_windows_per_query, t) for t in (0.5, 0.7)}
+    values = [r1[0.5], r1[0.7], aps[0.5], aps[0.75], float(np.mean(list(aps.values())))]
+    return {name: round(100 * v, 2) for name, v in zip(QVH_COLUMNS, values)}
+
+
+def _jsonl(path: str | Path) -> list[tuple[int, dict]]:
+    out = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}, line {number}: malformed JSON ({err.msg})") from None
+            if not isinstance(record, dict) or "qid" not in record:
+                raise ValueError(f"{path}, line {number}: expected an object with a 'qid'")
+            out.append((number, record))
+    return out
+
+
+def _windows(path, number: int, record: dict, key: str, width: int) -> list[tuple[float, ...]]:
+    windows = record.get(key)
+    if not isinstance(windows, list) or not all(
+            isinstance(w, (list, tuple)) and len(w) >= width and all(isinstance(x, (int, float)) for x in w[:width])
+            for w in windows):
+        what = "[start, end, score]" if width == 3 else "[start, end]"
+        raise ValueError(f"{path}, line {number} (qid {record['qid']}): {key!r} must be a list of {what}, "
+                         f"got {str(windows)[:80]}")
+    return [tuple(float(x) for x in w[:width]) for w in windows]
+
+
+def _by_qid(path, rows: list[tuple[int, dict]], key: str, width: int) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for number, record in rows:
+        qid = str(record["qid"])
+        if qid in out:
+            raise ValueError(f"{path}, line {number}: qid {qid} appears twice")
+        out[qid] = _windows(path, number, record, key, width)
+    return out
+
+
+def read_qvh_submission(path: str | Path) -> dict[str, list[ScoredSpan]]:
+    """The official submission jsonl: one {"qid", "pred_relevant_windows": [[start, end, score], ...], ...} per
+    line (other keys such as "query", "vid", "pred_saliency_scores" are ignored). qid -> windows in LIST order."""
+    return _by_qid(path, _jsonl(path), "pred_relevant_windows", 3)
+
+
+def read_qvh_ground_truth(path: str | Path) -> dict[str, list[Span]]:
+    """`highlight_{val,test}_release.jsonl`: qid -> `relevant_windows` ([] when absent, as in the test split)."""
+    rows = [(n, r if "relevant_windows" in r else {**r, "relevant_windows": []}) for n, r in _jsonl(path)]
+    return _by_qid(path, rows, "relevant_windows", 2)
+
+
+def qvh_submission_rows(spans_per_query: Mapping[str, Sequence[ScoredSpan]]) -> list[dict]:
+    """Official submission records from ranked spans (e.g. `merge_frame_predictions`'s): list order kept."""
+    rows = []
+    for qid, spans in spans_per_query.items():
+        key = int(qid) if str(qid).isdigit() else qid
+        rows.append({"qid": key, "pred_relevant_windows": [[float(s), float(e), float(c)] for s, e, c in spans]})
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sevila_lib.metrics",
+                                     description="QVHighlights moment retrieval as the official evaluator.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    qvh = commands.add_parser("qvh", help="R1@0.5, R1@0.7, mAP@0.5, mAP@0.75, mAP (0.5:0.05:0.95)")
+    qvh.add_argument("predictions", help="submission jsonl: {qid, pred_relevant_windows: [[s, e, score], ...]}")
+    qvh.add_argument("ground_truth", help="highlight_val_release.jsonl (with relevant_windows)")
+    args = parser.parse_args(argv)
+    try:
+        numbers = qvh_moment_retrieval(read_qvh_submission(args.predictions), read_qvh_ground_truth(args.ground_truth))
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for name, value in numbers.items():
+        print(f"{name:<9} {value:6.2f}")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -411,3 +528,7 @@ def compare_to_baseline(tables: Mapping[str, pd.DataFrame], baseline: str, n_boo
             row[f"Δ{metric} vs {baseline}"] = f"{d['delta']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}]"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

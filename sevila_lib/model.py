@@ -72,6 +72,11 @@ class SeViLA(nn.Module):
 
     def __init__(self, config: SevilaConfig, tokenizer):
         super().__init__()
+        pieces = tokenizer.convert_ids_to_tokens(tokenizer("Frame 1: ", add_special_tokens=False)["input_ids"])
+        if not pieces or pieces[-1] != "▁":  # the official prompts end "Frame 1: " with a lone "▁" token
+            raise ValueError(f"this tokenizer drops the trailing '▁' of 'Frame 1: ' ({pieces}), as transformers 5's "
+                             "AutoTokenizer/T5Tokenizer do when they rebuild T5's pre-tokenizer, so every prompt "
+                             "would differ from the official one; load it with checkpoints.load_tokenizer(folder)")
         self.config = config
         self.tokenizer = tokenizer
         self.vision_encoder = Blip2VisionModel(config.blip2.vision_config)

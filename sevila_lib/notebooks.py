@@ -2,16 +2,25 @@
 
     python -m sevila_lib.notebooks run --profile mini             # every notebook, in order (what `make reports` does)
     python -m sevila_lib.notebooks run --only 03_ablation_frames  # rerun one notebook
-    python -m sevila_lib.notebooks run --profile paper -p data_root=/data -p checkpoint=/ckpt/sevila_pretrained.pth
+    python -m sevila_lib.notebooks run --profile paper -p video_root=/data/videos -p checkpoint=/ckpt/sevila.pth
     python -m sevila_lib.notebooks run --smoke --reports-dir /tmp/r  # the test suite's quick parameter set
 
-Stops at the first failure and keeps the failed executed notebook (papermill writes it with the error cell
-marked), so nothing already computed is lost; the earlier notebooks' outputs stay in place.
+Each notebook executes into a hidden temp file beside its report and replaces `reports/NN_name.ipynb` only when
+it ran to the end, so an interrupted or failed run (an error, Ctrl-C) never overwrites the last complete executed
+notebook with a partial one. The partial copy is kept as `reports/NN_name.partial.ipynb`, with a banner cell
+saying that it stopped (papermill marks the error cell). The runner stops at the first failure; the earlier
+notebooks' outputs stay in place.
+
+`-p NAME=VALUE` must name a parameter declared in the parameters cell of at least one selected notebook, and
+VALUE must parse as its declared type (`int`, `float`, `bool` — true/false, yes/no, 1/0 — `str`, `list`, ...);
+otherwise the runner refuses before running anything, naming the parameter.
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import difflib
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,33 +40,136 @@ def notebook_paths(notebooks_dir: Path = paths.NOTEBOOKS_DIR) -> list[Path]:
     return sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
 
 
+def declared_parameters(notebooks: list[Path]) -> dict[str, dict[str, str]]:
+    """{parameter: {notebook stem: declared type name}} from each notebook's parameters cell (papermill's
+    `inspect_notebook` reads the cell's names, types and defaults without running it)."""
+    import papermill
+
+    declared: dict[str, dict[str, str]] = {}
+    for path in notebooks:
+        for name, info in papermill.inspect_notebook(str(path)).items():
+            declared.setdefault(name, {})[path.stem] = info["inferred_type_name"]
+    return declared
+
+
+_TRUE, _FALSE = {"true", "yes", "1", "on"}, {"false", "no", "0", "off"}
+_KINDS = {"int": int, "float": (int, float), "bool": bool, "str": str, "list": list, "dict": dict, "tuple": tuple}
+
+
+def coerce_parameter(name: str, value, declared_type: str):
+    """`value` (a command-line string or a Python value) as `declared_type`, or ValueError naming the parameter.
+
+    Strings are parsed by the declared type: "false"/"no"/"0" is False for a bool (not the truthy string "false"),
+    "8" is 8 for an int, and a str parameter takes the text as is. Python values must already have the type.
+    """
+    optional = declared_type.startswith("Optional[")
+    base = declared_type.removeprefix("Optional[").removesuffix("]")
+    if base not in _KINDS:  # None, Any, or a type papermill did not infer: a Python literal, else the text
+        return _parse_value(value) if isinstance(value, str) else value
+    if base == "str" and isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, str) and base != "str":
+        text = value.strip()
+        if optional and text == "None":
+            return None
+        if base == "bool":
+            if text.lower() not in _TRUE | _FALSE:
+                raise ValueError(f"parameter {name!r} is declared {declared_type}: {value!r} is not true/false "
+                                 f"(or yes/no, 1/0)")
+            return text.lower() in _TRUE
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise ValueError(f"parameter {name!r} is declared {declared_type}: {value!r} is not a "
+                             f"{base} literal") from None
+    if value is None and optional:
+        return None
+    if not isinstance(value, _KINDS[base]) or (base in ("int", "float") and isinstance(value, bool)):
+        raise ValueError(f"parameter {name!r} is declared {declared_type}: got {value!r} "
+                         f"({type(value).__name__})")
+    return float(value) if base == "float" else value
+
+
+def check_parameters(parameters: dict, notebooks: list[Path]) -> dict:
+    """The user's parameters with their values coerced to the declared types; ValueError names an unknown
+    parameter (with the declared ones) or a value of the wrong type."""
+    declared = declared_parameters(notebooks)
+    checked = {}
+    for name, value in parameters.items():
+        if name not in declared:
+            close = difflib.get_close_matches(name, list(declared), n=3)
+            hint = f"; did you mean {close}?" if close else ""
+            raise ValueError(f"unknown parameter {name!r}: no parameters cell of {[p.stem for p in notebooks]} "
+                             f"declares it{hint} (declared: {sorted(declared)})")
+        for declared_type in sorted(set(declared[name].values())):
+            checked[name] = coerce_parameter(name, value, declared_type)
+    return checked
+
+
+def partial_path(target: Path) -> Path:
+    """Where the partial copy of an interrupted or failed run of `target` is kept: NN_name.partial.ipynb."""
+    return target.with_name(target.stem + ".partial.ipynb")
+
+
+def _keep_partial(running: Path, target: Path, why: str) -> Path | None:
+    """Move the interrupted run's output beside the report, with a banner cell first; None if nothing ran."""
+    if not running.exists():
+        return None
+    import nbformat
+
+    partial = partial_path(target)
+    try:
+        nb = nbformat.read(running, as_version=4)
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell(
+            f"**INCOMPLETE RUN ({why}).** This notebook stopped before its end; its outputs are partial. The "
+            f"last complete run, if any, is `{target.name}`."))
+        nbformat.write(nb, running)
+    except Exception:  # an unreadable partial file is still kept as it is
+        pass
+    os.replace(running, partial)
+    return partial
+
+
 def run(profile: str = "mini", only: list[str] | None = None, smoke: bool = False,
-        parameters: dict | None = None, reports_dir: Path | None = None, kernel: str = "python3") -> list[Path]:
-    """Execute the notebooks in order; returns the executed copies. Raises on the first failure."""
+        parameters: dict | None = None, reports_dir: Path | None = None, kernel: str = "python3",
+        notebooks_dir: Path | None = None) -> list[Path]:
+    """Execute the notebooks in order; returns the executed copies. Raises on the first failure (or Ctrl-C),
+    keeping the previous complete copy of that notebook and the partial one beside it (module docstring)."""
     import papermill
 
     from . import report
 
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
-    reports_dir = Path(reports_dir or paths.REPORTS_DIR)
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    params = {**PROFILES[profile], **(SMOKE if smoke else {}), "reports_dir": str(reports_dir), **(parameters or {})}
-    selected = [p for p in notebook_paths() if not only or p.stem in only or p.name in only]
+    notebooks_dir = Path(notebooks_dir or paths.NOTEBOOKS_DIR)
+    selected = [p for p in notebook_paths(notebooks_dir) if not only or p.stem in only or p.name in only]
     if only and len(selected) != len(only):
         raise ValueError(f"no notebook named {sorted(set(only) - {p.stem for p in selected})}")
+    user = check_parameters(dict(parameters or {}), selected)
+    reports_dir = Path(reports_dir or paths.REPORTS_DIR)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    params = {**PROFILES[profile], **(SMOKE if smoke else {}), "reports_dir": str(reports_dir), **user}
     executed = []
     for source in selected:
         target = reports_dir / source.name
+        running = reports_dir / f".{source.stem}.running.ipynb"  # hidden: the reports index skips it
         started = time.time()
         print(f"[{source.stem}] running ...", flush=True)
         try:
-            papermill.execute_notebook(str(source), str(target), parameters=params, kernel_name=kernel,
-                                       cwd=str(paths.NOTEBOOKS_DIR), progress_bar=False, log_output=False)
-        except papermill.PapermillExecutionError as err:
-            print(f"[{source.stem}] FAILED after {time.time() - started:.0f} s; the executed notebook with the "
-                  f"error is {target}\n{err.ename}: {err.evalue}", file=sys.stderr)
+            papermill.execute_notebook(str(source), str(running), parameters=params, kernel_name=kernel,
+                                       cwd=str(notebooks_dir), progress_bar=False, log_output=False)
+        except BaseException as err:
+            why = "interrupted" if isinstance(err, KeyboardInterrupt) else f"failed: {type(err).__name__}"
+            partial = _keep_partial(running, target, why)
+            kept = f"the last complete run is still {target}" if target.exists() else "no complete run exists"
+            status = "INTERRUPTED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+            print(f"[{source.stem}] {status} after {time.time() - started:.0f} s; partial notebook: "
+                  f"{partial or 'none'}; {kept}", file=sys.stderr)
+            if isinstance(err, papermill.PapermillExecutionError):
+                print(f"{err.ename}: {err.evalue}", file=sys.stderr)
             raise
+        os.replace(running, target)
+        partial_path(target).unlink(missing_ok=True)  # a stale partial copy of an earlier run
         print(f"[{source.stem}] done in {time.time() - started:.0f} s -> {target}", flush=True)
         executed.append(target)
     report.write_index(reports_dir)
@@ -81,15 +193,24 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--smoke", action="store_true", help="tiny question limits (what the tests use)")
     run_parser.add_argument("--reports-dir", type=Path, default=None)
     run_parser.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
-                            help="override a notebook parameter (Python literal or string)")
+                            help="override a notebook parameter, parsed as its parameters cell declares")
     sub.add_parser("list", help="list the ordered notebooks")
     args = parser.parse_args(argv)
     if args.command == "list":
         print("\n".join(p.name for p in notebook_paths()))
         return 0
-    overrides = dict(item.split("=", 1) for item in args.parameter)
+    bad = [item for item in args.parameter if "=" not in item]
+    if bad:
+        parser.error(f"-p takes NAME=VALUE, got {bad[0]!r}")
+    overrides = dict(item.split("=", 1) for item in args.parameter)  # strings, typed by the parameters cells
     try:
-        run(args.profile, args.only, args.smoke, {k: _parse_value(v) for k, v in overrides.items()}, args.reports_dir)
+        run(args.profile, args.only, args.smoke, overrides, args.reports_dir)
+    except ValueError as err:  # a bad parameter or notebook name: refused before anything ran
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stopped: interrupted", file=sys.stderr)
+        return 130
     except Exception as err:  # the message above already names the notebook
         print(f"stopped: {type(err).__name__}", file=sys.stderr)
         return 1

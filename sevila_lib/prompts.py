@@ -120,10 +120,40 @@ class TruncationCounter:
         return self.truncated / self.texts if self.texts else 0.0
 
 
+def _options_end(text: str) -> int:
+    """Character offset just past the last option of a prompt built by this module (see `truncated_options`)."""
+    if text.endswith(ANSWERER_INSTRUCTION):  # generic Answerer: "... Option E: <a4> Considering ..."
+        return len(text) - len(ANSWERER_INSTRUCTION) - 1
+    if text.endswith(VLEP_LOCALIZER_PROMPT):  # VLEP Localizer: "... Option B: <a1> Does ... next event?"
+        return len(text) - len(VLEP_LOCALIZER_PROMPT) - 1
+    if text.startswith(VLEP_QUESTION):  # VLEP Answerer: the options end the text
+        return len(text)
+    if QVH_OPTIONS in text:  # moment query: the fixed yes/no options
+        return text.index(QVH_OPTIONS) + len(QVH_OPTIONS)
+    if "Options: (" in text and " ) " in text:  # generic Localizer: "Options: (<a0> ... <aN> ) <instruction>"
+        return text.rfind(" ) ")
+    raise ValueError(f"not a prompt built by sevila_lib.prompts, cannot tell where its options end: {text[:80]!r}")
+
+
+def truncated_options(tokenizer, text: str, max_length: int = 77) -> bool:
+    """Does the `max_length`-token cut (`encode_prompts`) remove any option, or part of one, from `text`?
+
+    `text` is a prompt of this module (Answerer, Localizer, VLEP or moment query). The official code tokenises
+    with `truncation=True, max_length=77` and never says when that cuts: a long TVQA or How2QA question can lose
+    its last options, so the model chooses among options it never read. Losing only the trailing instruction is
+    not flagged here (`TruncationCounter` counts every cut). Tokens before the end of the last option are counted
+    on that prefix alone, which splits at the same whitespace as the whole text; `</s>` takes the last place.
+    """
+    end = _options_end(text)
+    kept = max_length - 1  # content tokens that survive: `</s>` is kept as the last of the max_length
+    return len(tokenizer(text[:end], add_special_tokens=False)["input_ids"]) > kept
+
+
 def encode_prompts(tokenizer, texts: Sequence[str], max_length: int = 77,
                    counter: TruncationCounter | None = None):
     """Tokenise prompt texts as the official code does: `</s>` appended, cut at `max_length` tokens
-    (77 by default, counting `</s>`), padded to the longest. Counts cuts in `counter`."""
+    (77 by default, counting `</s>`), padded to the longest. Counts cuts in `counter`. The official code cuts
+    silently; `truncated_options` tells whether a cut removed options."""
     full = tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
     if counter is not None:
         counter.texts += len(full)

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from . import chain
 from .checkpoints import load_bridges, save_bridges
-from .checkpointing import Position, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpointing import Position, checkpoint_candidates, data_fingerprint, resume_checkpoint, save_checkpoint
 from .model import SeViLA
 from .pseudo_labels import (LABEL_COLUMNS, FrameLookup, LabelLookup, PseudoLabels, label_row_dicts,  # noqa: F401
                             labelling_mode, pseudo_label_stats, pseudo_labels, read_label_table, report_label_stats,
@@ -304,9 +304,11 @@ def run_stage(model: SeViLA, dataset: Dataset, config: TrainConfig, *, resume: b
         wrapped, optimizer, loader = accelerator.prepare(stage, optimizer, loader)
         trainable = [p for p in stage.parameters() if p.requires_grad]
 
-        position, checkpoint = Position(), latest_checkpoint(out) if resume else None
+        data = data_fingerprint(dataset)
+        position, checkpoint = Position(), None
+        if resume:  # the newest readable checkpoint; a changed recipe or other data is refused
+            checkpoint, position = resume_checkpoint(out, accelerator, model, config, optimizer, scheduler, data)
         if checkpoint is not None:
-            position = load_checkpoint(checkpoint, accelerator, model, config, optimizer, scheduler)
             accelerator.print(f"resumed from {checkpoint} (step {position.step}, epoch {position.epoch}, "
                               f"batch {position.batches})")
         if position.batches >= len(loader):  # the checkpoint closed its epoch
@@ -374,14 +376,14 @@ def run_stage(model: SeViLA, dataset: Dataset, config: TrainConfig, *, resume: b
                 if step_callback is not None:
                     step_callback(position.step, step_loss)
                 if config.checkpoint_every and position.step % config.checkpoint_every == 0:
-                    checkpoint = save_checkpoint(accelerator, model, config, optimizer, scheduler, position)
+                    checkpoint = save_checkpoint(accelerator, model, config, optimizer, scheduler, position, data)
                     last_saved = position.step
                 if position.step >= total:
                     done = True
                     break
         bar.close()
         if last_saved != position.step:
-            checkpoint = save_checkpoint(accelerator, model, config, optimizer, scheduler, position)
+            checkpoint = save_checkpoint(accelerator, model, config, optimizer, scheduler, position, data)
         accelerator.free_memory()  # drop DDP hooks and references before the next stage wraps the model again
     result = TrainResult(config.stage, position.step, losses, out / "log.csv", Path(checkpoint), out)
     if label_log.enabled:
@@ -568,6 +570,9 @@ def _config_from_args(path: str | None, preset_name: str | None, stage: str, out
     return TrainConfig.from_dict(values)
 
 
+CLI_CHECKPOINT_EVERY = 200  # optimizer steps: minutes of work at most are lost to a crash on the paper recipes
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sevila_lib.training", description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=[*STAGE_FUNCTIONS, "iterate"])
@@ -584,6 +589,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--map", help="NExT-QA map_vid_vidorID.json")
     parser.add_argument("--output-dir")
     parser.add_argument("--resume", action="store_true", help="continue from <output_dir>/latest")
+    parser.add_argument("--checkpoint-every", type=int, default=None,
+                        help=f"optimizer steps between checkpoints (default: the config's, else "
+                             f"{CLI_CHECKPOINT_EVERY}; 0 = only the final one)")
     args = parser.parse_args(argv)
 
     from .checkpoints import from_hf_blip2
@@ -593,6 +601,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_bridges(model, directory)
     stage = "train_answerer" if args.stage == "iterate" else args.stage
     config = _config_from_args(args.config, args.preset, stage, args.output_dir)
+    # Work is kept: the command line checkpoints by default, and never starts over a run's checkpoints.
+    every = args.checkpoint_every if args.checkpoint_every is not None else (
+        config.checkpoint_every or CLI_CHECKPOINT_EVERY)
+    config = replace(config, checkpoint_every=every)
+    existing = checkpoint_candidates(config.output_dir)
+    if args.stage != "iterate" and existing and not args.resume:
+        print(f"error: {config.output_dir} already holds checkpoints (newest {existing[0].name}); pass --resume to "
+              f"continue that run, or choose another --output-dir", file=sys.stderr)
+        return 2
     dataset = build_dataset(args.data, config, model.config.image_size, args.split, args.annotations, args.videos,
                             args.map)
     if args.stage == "iterate":

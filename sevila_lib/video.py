@@ -101,6 +101,20 @@ def segment_frame_indices(num_video_frames: int, fps: float, num_samples: int, m
     return indices, len(set(indices)) < num_samples
 
 
+def window_overhang(num_video_frames: int, fps: float, start: float | None, end: float | None) -> str | None:
+    """What `segment_frame_indices` clamps away from a window that overlaps the video: None if the window lies
+    inside it, else a sentence ("starts 1.5 s before the video", "ends 0.52 s after the video's end (60.06 s)").
+    The official `load_video` (`lavis/datasets/data_utils.py`) clamps silently; the kit clamps too and
+    `datasets.check` reports it."""
+    parts = []
+    if start is not None and math.isfinite(start) and int(start * fps) < 0:
+        parts.append(f"starts {-start:g} s before the video")
+    if end is not None and math.isfinite(end) and int(end * fps) > num_video_frames:
+        parts.append(f"ends {end - num_video_frames / fps:.2f} s after the video's end "
+                     f"({num_video_frames / fps:.2f} s, {num_video_frames} frames at {fps:g} fps)")
+    return "; ".join(parts) or None
+
+
 def relevant_frame_mask(frame_indices: Sequence[int], fps: float,
                         moments: Sequence[Sequence[float]]) -> list[bool]:
     """Frame i is relevant if i / fps lies in any moment [s, e], ends included (official QVH rule, §2.6)."""
@@ -346,11 +360,14 @@ class VideoFileReader:
 # 3. Writing a video
 # ---------------------------------------------------------------------------------------------------------
 
-def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, codec: str = "libx264") -> None:
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, codec: str = "libx264",
+                faststart: bool = False) -> None:
     """Write uint8 frames (T, H, W, 3) as a video (H.264 in yuv420p; mpeg4 if libx264 is missing).
 
     yuv420p needs an even width and height, so an odd frame is padded by repeating its last row/column:
     the file is then one pixel taller/wider than the input. The container follows the extension (.mp4, .mkv).
+    `faststart=True` (mp4) puts the header first, as streamed web videos have it: a download cut short then still
+    opens and states its full frame count, and only decoding finds the missing frames.
     """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
@@ -360,7 +377,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, codec: 
     if codec not in av.codecs_available:
         codec = "mpeg4"
     rate = Fraction(fps).limit_denominator(1001)  # keeps NTSC rates such as 30000/1001 exact
-    with av.open(str(path), mode="w") as container:
+    with av.open(str(path), mode="w", options={"movflags": "faststart"} if faststart else {}) as container:
         options = {"crf": "12"} if codec == "libx264" else {}  # near-lossless: read-back tests stay tight
         stream = container.add_stream(codec, rate=rate, options=options)
         stream.height, stream.width = frames.shape[1], frames.shape[2]

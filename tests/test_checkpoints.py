@@ -106,3 +106,47 @@ def test_saved_tokenizer_keeps_the_official_token_sequence(tokenizer, tmp_path):
         assert loaded(text)["input_ids"] == tokenizer(text)["input_ids"]
     assert loaded.convert_ids_to_tokens(loaded("Frame 1: ", add_special_tokens=False)["input_ids"])[-1] == "▁"
     assert loaded.pad_token_id == 0 and loaded.eos_token_id == 1
+
+
+def test_truncated_files_name_their_path(tokenizer, tmp_path):
+    model = make_tiny_model(tokenizer)
+    checkpoints.save_bridges(model, tmp_path / "run")
+    bridges = tmp_path / "run" / checkpoints.BRIDGES_FILE
+    bridges.write_bytes(bridges.read_bytes()[:-100])  # a copy cut short
+    with pytest.raises(ValueError, match=rf"{bridges}: truncated or corrupt safetensors file \(\d+ bytes;"):
+        checkpoints.load_bridges(model, tmp_path / "run")
+    path = tmp_path / "sevila_pretrained.pth"
+    torch.save({"model": checkpoints.kit_to_lavis(model, include_frozen=False)}, path)
+    whole = path.read_bytes()
+    for cut in (len(whole) // 2, 100):  # torch says "[Errno 22] Invalid argument" / "central directory"
+        path.write_bytes(whole[:cut])
+        with pytest.raises(ValueError, match=rf"{path}: truncated or corrupt checkpoint file \({cut} bytes;"):
+            checkpoints.load_lavis(model, path)
+
+
+def test_full_disk_says_so_and_keeps_the_previous_file(tokenizer, tmp_path, monkeypatch):
+    import errno
+
+    model = make_tiny_model(tokenizer)
+    checkpoints.save_bridges(model, tmp_path)
+    before = (tmp_path / checkpoints.BRIDGES_FILE).read_bytes()
+
+    def full(message):
+        def write(*args, **kwargs):
+            raise message
+        return write
+
+    # Python's own ENOSPC, and safetensors' Rust error text for the same thing.
+    for error in (OSError(errno.ENOSPC, "No space left on device"),
+                  Exception('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No '
+                            'space left on device" })')):
+        monkeypatch.setattr("safetensors.torch.save_file", full(error))
+        with pytest.raises(OSError, match=r"disk full while writing .*bridges\.safetensors \(\d+ bytes free on its "
+                                          r"disk\); nothing was written") as raised:
+            checkpoints.save_bridges(model, tmp_path)
+        assert raised.value.errno == errno.ENOSPC
+    assert (tmp_path / checkpoints.BRIDGES_FILE).read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bridges.safetensors", "sevila_config.json"]  # no tmp left
+    monkeypatch.setattr("safetensors.torch.save_file", full(ValueError("not a disk problem")))
+    with pytest.raises(ValueError, match="not a disk problem"):
+        checkpoints.save_bridges(model, tmp_path)

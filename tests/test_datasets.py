@@ -63,22 +63,74 @@ def test_tvqa_and_how2qa_ids_are_line_indices_and_ts_is_split():
     jsonl = read_how2qa(FIXTURES / "how2qa" / "how2qa_val_release.jsonl")
     csv_ = read_how2qa(FIXTURES / "how2qa" / "val.csv")
     assert [s.question_id for s in jsonl] == ["HOW2QA_0", "HOW2QA_1"]
-    assert [dataclasses.replace(s, source="") for s in jsonl] == [dataclasses.replace(s, source="") for s in csv_]
+    assert [dataclasses.replace(s, source="", original_id=None) for s in jsonl] == \
+        [dataclasses.replace(s, source="") for s in csv_]
     assert (jsonl[1].start, jsonl[1].end, jsonl[1].options[2], jsonl[1].dataset) == (2.0, 9.0, "On a road.", "how2qa")
+    # The release's own ids are kept: TVQA test-set submissions are keyed by them.
+    assert [s.original_id for s in tvqa] == ["800001", "800002", "800003"]
+    assert [s.original_id for s in jsonl] == ["how2qa-inv-0", "how2qa-inv-1"]
+
+
+def test_how2qa_original_release_csv_without_header():
+    samples = read_how2qa(FIXTURES / "how2qa" / "how2QA_val_release.csv")
+    assert [s.question_id for s in samples] == ["HOW2QA_0", "HOW2QA_1", "HOW2QA_2"]
+    first, second, third = samples
+    # "[7.2:18.0]" in the full video -> the 60-s clip holding its start, window relative to that clip.
+    assert (first.video, first.start, first.end) == ("Ijg8lInIsTE_0_60", 7.2, 18.0)
+    assert (second.video, second.start, second.end) == ("Ijg8lInIsTE_60_120", 15.5, 32.0)
+    assert (third.video, third.start, third.end) == ("xYz_12-AbC0_60_120", 58.0, 66.5)  # overhangs its clip
+    # The correct answer is the LAST field; it goes to option i % 4, the wrong answers around it in file order.
+    assert (first.answer, first.options) == (0, ["A wrench.", "A hammer.", "A spoon.", "A brush."])
+    assert second.answer == 1 and second.options[1] == "She picks up the drill."
+    assert third.answer == 2 and third.options == ["On a beach.", "Indoors.", "On a road.", "On a roof."]
+    # Doubled quotes inside quoted fields.
+    assert second.question == 'What does the woman do after saying "ready"?'
+    assert second.options[0] == 'She says "done" and leaves.'
+    assert (first.question_type, first.dataset, first.original_id) == ("HOW2QA", "how2qa", None)
 
 
 def test_vlep_has_no_question_and_official_video_names():
     samples = read_vlep(VLEP_JSONL)
     assert [s.question_id for s in samples] == ["VLEP_70001", "VLEP_70002", "VLEP_70003"]
-    assert samples[0].video == "invented_s01e01_seg02_clip_03"  # TV clip: "_ep" dropped -> TVQA clip name
+    assert samples[0].video == "friends_s03e09_seg02_clip_07"  # TV clip: "_ep" dropped -> TVQA clip name
     assert samples[2].video == "aBcDeFgHiJk_00:01:10_00:01:40"  # YouTube clip: kept
     assert samples[0].question is None and samples[0].options == ["He opens the fridge.", "He drops the keys."]
     assert (samples[0].start, samples[0].end, samples[0].answer) == (38.18, 40.65, 1)
 
 
+def official_vlep_path(video: str, tv_root: str = "tvqa", youtube_root: str = "youtube") -> str:
+    """The official loader's VLEP path rule (spec §3.1): ':' -> YouTube clip folder, else cut 3 characters."""
+    return f"{youtube_root}/{video}.mp4" if ":" in video else f"{tv_root}/{video[:-3]}.mp4"
+
+
+def test_vlep_unified_json_opens_the_same_files_as_the_official_loader(tmp_path):
+    samples = read_vlep(VLEP_JSONL)
+    # Kit -> unified JSON -> official loader: the official rule must land on the file the kit opens.
+    write_unified_json(samples, tmp_path / "vlep.json")
+    records = json.loads((tmp_path / "vlep.json").read_text())
+    assert [r["video"] for r in records] == ["friends_s03e09_seg02_clip_07_ep", "bikes_ep",
+                                             "aBcDeFgHiJk_00:01:10_00:01:40"]
+    tv, youtube = VideoFileReader("tvqa"), VideoFileReader("youtube")
+    for sample, record in zip(samples, records):
+        kit = (youtube if ":" in sample.video else tv).path(sample)
+        assert official_vlep_path(record["video"]) == kit
+    assert records[0]["question"] is None  # the key the official loader reads, present
+    # Official unified JSON -> kit: the kit opens what the official loader opens.
+    back = read_unified_json(tmp_path / "vlep.json")
+    assert [s.video for s in back] == ["friends_s03e09_seg02_clip_07", "bikes", "aBcDeFgHiJk_00:01:10_00:01:40"]
+    assert [dataclasses.replace(s, source="") for s in back] == [dataclasses.replace(s, source="") for s in samples]
+    # A TV name without "_ep": the official loader would cut "ine" and open another file; the kit refuses.
+    bad = write_bad(tmp_path, "v.jsonl", json.dumps({"example_id": 9, "vid_name": "carphone_pristine",
+                                                     "ts": [0, 1], "events": ["a", "b"], "answer": 0}))
+    with pytest.raises(AnnotationError, match=r"line 1 \(question VLEP_9\): VLEP TV clip name 'carphone_pristine' "
+                                              r"does not end in '_ep'.*'carphone_prist'"):
+        read_vlep(bad)
+
+
 def test_qvhighlights_queries_have_moments_and_no_options():
     val = read_qvhighlights(QVH_JSONL)
     assert val[0].question_id == "QVHighlight_9001" and val[0].dataset == "qvh"
+    assert (val[0].original_id, val[0].duration, val[1].duration) == ("9001", 10.0, 4.0)
     assert val[0].moments == [(2.0, 4.0), (6.5, 8.0)] and val[0].options == [] and val[0].answer is None
     test = read_qvhighlights(FIXTURES / "qvh" / "highlight_test_release.jsonl")
     assert test[0].moments == []
@@ -95,12 +147,16 @@ def test_unified_json_reads_string_answers_and_infers_datasets():
 def test_unified_json_round_trip_for_every_dataset(tmp_path):
     samples = (read_nextqa(NEXTQA_CSV, NEXTQA_MAP) + read_star(STAR_JSON) + read_tvqa(TVQA_JSONL)
                + read_how2qa(FIXTURES / "how2qa" / "how2qa_val_release.jsonl") + read_vlep(VLEP_JSONL)
+               + [dataclasses.replace(s, question_id=f"{s.question_id}_release")
+                  for s in read_how2qa(FIXTURES / "how2qa" / "how2QA_val_release.csv")]
                + read_qvhighlights(QVH_JSONL))
     write_unified_json(samples, tmp_path / "all.json")
     back = read_unified_json(tmp_path / "all.json")
     assert [dataclasses.replace(s, source="") for s in back] == [dataclasses.replace(s, source="") for s in samples]
-    first = json.loads((tmp_path / "all.json").read_text())[0]
+    records = json.loads((tmp_path / "all.json").read_text())
+    first = records[0]
     assert first["qid"] == "CW_9000000001_0" and first["num_option"] == 5 and first["answer"] == 1
+    assert "question" in first and all("question" in r for r in records if "num_option" in r)
 
 
 # --- bad input: every problem names file, line/row and question ---------------------------------------------
@@ -119,6 +175,9 @@ def nextqa_row(qid: int = 0, answer: int = 1, video: str = "9000000001") -> str:
 NEXTQA_HEADER = "video,frame_count,width,height,question,answer,qid,type,a0,a1,a2,a3,a4"
 STAR_RECORD = {"question_id": "Interaction_T1_1", "question": "What?", "video_id": "V1", "start": 0, "end": 2,
                "answer": "b", "choices": [{"choice_id": i, "choice": c} for i, c in enumerate("abcd")]}
+
+UNIFIED_RECORD = {"video": "s01e01_seg01_clip_00", "qid": "TVQA_0", "num_option": 5, "a0": "a", "a1": "b", "a2": "c",
+                  "a3": "d", "a4": "e", "answer": 0, "question": "q?", "start": "1.0", "end": "2.5"}
 
 # name -> (file name, content as bytes, reader, where the problem is, question id, reason pattern)
 BAD_INPUTS = {
@@ -149,6 +208,26 @@ BAD_INPUTS = {
                                                              "a0": "a", "a1": "b", "a2": "c", "a3": "d",
                                                              "answer": 0, "question": "q"}]),
                                       read_unified_json, "record 0", "TVQA_0", "a4 is missing"),
+    "question missing (unified)": ("u.json", json.dumps([{**UNIFIED_RECORD, "question": None}]), read_unified_json,
+                                   "record 0", "TVQA_0", "question is null"),
+    "question key absent (unified vlep)": ("u.json", json.dumps([{"video": "c_ep", "qid": "VLEP_4", "num_option": 2,
+                                                                   "a0": "a", "a1": "b", "answer": 1}]),
+                                           read_unified_json, "record 0", "VLEP_4", "missing field 'question'"),
+    "answer missing (unified)": ("u.json", json.dumps([{k: v for k, v in UNIFIED_RECORD.items() if k != "answer"}]),
+                                 read_unified_json, "record 0", "TVQA_0", "missing field 'answer'"),
+    "num_option missing (unified)": ("u.json", json.dumps([{k: v for k, v in UNIFIED_RECORD.items()
+                                                            if k != "num_option"}]),
+                                     read_unified_json, "record 0", "TVQA_0", "missing field 'num_option'"),
+    "options do not match the layout (unified)": ("u.json", json.dumps([{k: v for k, v in UNIFIED_RECORD.items()
+                                                                         if k != "a4"} | {"num_option": 4}]),
+                                                  read_unified_json, "record 0", "TVQA_0",
+                                                  "wrong number of options for tvqa: num_option is 4, the layout "
+                                                  "has 5"),
+    "bad time span (how2qa release csv)": ("h.csv", "vid1,[7.2-18.0],w1,w2,w3,q?,right\n", read_how2qa,
+                                           r"row 1 \(line 1\)", "HOW2QA_0", r"time span '\[7\.2-18\.0\]' is not"),
+    "short row (how2qa release csv)": ("h.csv", "vid1,[7.2:18.0],w1,w2,w3,q?,right\nvid2,[1:2],w1,w2,q?\n",
+                                       read_how2qa, r"row 2 \(line 2\)", "HOW2QA_1",
+                                       r"5 fields, expected 7 \(youtube_id, span"),
     "duplicate question id (nextqa)": ("n.csv", f"{NEXTQA_HEADER}\n{nextqa_row()}\n{nextqa_row(1)}\n{nextqa_row()}\n",
                                        read_nextqa, r"row 3 \(line 4\)", "CW_9000000001_0",
                                        r"duplicate question id \(first at row 1 \(line 2\)\)"),
@@ -200,6 +279,7 @@ def test_skip_mode_keeps_the_good_records_and_records_the_bad_one(tmp_path, case
     name, text, reader, where, qid, _ = BAD_INPUTS[case]
     path = write_bad(tmp_path, name, text)
     good_count = {"bad JSON line": 2, "truncated JSON list": 1, "truncated csv row": 1,
+                  "short row (how2qa release csv)": 1,
                   "duplicate question id (nextqa)": 2, "duplicate question id (star)": 1, "non-UTF-8 (tvqa)": 1,
                   "non-UTF-8 (nextqa)": 1, "non-UTF-8 (star)": 1, "non-UTF-8 (star, one line)": 1}.get(case, 0)
     samples = reader(path, on_error="skip")
@@ -334,3 +414,38 @@ def test_checker_reports_every_problem_and_fails(tmp_path):
     assert "videos with fewer than 200 frames: 1" in report and "carphone_distorted.mp4: 120 frames" in report
     assert "windows outside their video: 1" in report and "(question TVQA_3)" in report
     assert "windows shorter than 200 frames (frames repeat, as in the official code): 1" in report
+
+
+def test_checker_decodes_sampled_frames_and_reports_overhanging_windows(tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    noise = np.random.default_rng(0).integers(0, 256, (60, 32, 32, 3), dtype=np.uint8)
+    write_video(tmp_path / "full.mp4", noise, fps=10, faststart=True)
+    (videos / "cut.mp4").write_bytes((tmp_path / "full.mp4").read_bytes()[:20_000])  # header first, data cut
+    (videos / "carphone.mp4").write_bytes((SAMPLE_VIDEOS_DIR / "carphone_distorted.mp4").read_bytes())  # 4.0 s
+    lines = [tvqa_line(vid_name="cut", ts="0.0-5.0"), tvqa_line(vid_name="carphone", ts="3.0-5.5"),
+             tvqa_line(vid_name="carphone", ts="0.5-3.5")]
+    annotations = write_bad(tmp_path, "tvqa.jsonl", "\n".join(lines) + "\n")
+    out = io.StringIO()
+    assert check("tvqa", str(annotations), videos=str(videos), num_frames=8, out=out) == 1
+    report = out.getvalue()
+    # The header of cut.mp4 still says 60 frames: only decoding the sampled frames finds the missing data.
+    assert "unreadable videos: 0" in report
+    assert "videos cut short or undecodable at a sampled frame: 1" in report
+    assert re.search(r"cut\.mp4: decoding ended before frame \d+ .*truncated", report)
+    assert "windows overhanging their video (clamped, as in the official code): 1" in report
+    assert re.search(r"carphone\.mp4 \(question TVQA_1\): window \[3\.0, 5\.5\] s ends 1\.50 s after the video's "
+                     r"end \(4\.00 s, 120 frames at 29\.97 fps\); clamped", report)
+    assert "1 problem(s) found" in report  # overhanging windows are reported, not counted as errors
+
+
+def test_window_overhang_describes_what_is_clamped():
+    from sevila_lib.video import segment_frame_indices, window_overhang
+    assert window_overhang(100, 10.0, 2.0, 9.99) is None and window_overhang(100, 10.0, None, None) is None
+    assert window_overhang(100, 10.0, 2.0, 10.0) is None  # ends exactly at the last frame's end
+    assert window_overhang(100, 10.0, -1.5, 4.0) == "starts 1.5 s before the video"
+    assert window_overhang(100, 10.0, 5.0, 12.0) == ("ends 2.00 s after the video's end (10.00 s, 100 frames at "
+                                                     "10 fps)")
+    # The frames themselves are still taken from the clamped window, as the official loader does.
+    assert segment_frame_indices(100, 10.0, 2, start=-1.5, end=4.0)[0] == segment_frame_indices(
+        100, 10.0, 2, start=0.0, end=4.0)[0]

@@ -82,6 +82,46 @@ def test_features_are_computed_once_and_cached_on_disk(setup, tmp_path):
     assert reader.reads > reads and changed.cache.misses > 0
 
 
+def test_damaged_or_foreign_cache_files_are_recomputed_never_reused(tmp_path):
+    import warnings
+
+    features = {0: torch.arange(12.0).reshape(3, 4), 5: torch.ones(3, 4)}
+    FeatureCache(tmp_path, "fp").put("video-a", features)
+    file = FeatureCache(tmp_path, "fp")._file("video-a")
+
+    def reread(key="video-a"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            stored, missing = FeatureCache(tmp_path, "fp").get(key, [0, 5])
+        return stored, missing, [str(w.message) for w in caught]
+
+    stored, missing, warned = reread()
+    assert not missing and not warned and torch.equal(stored[0], features[0])
+    good = file.read_bytes()
+    # Cut short: unreadable -> recomputed, with a warning naming the file (which is removed).
+    file.write_bytes(good[:-20])
+    stored, missing, warned = reread()
+    assert (stored, missing) == ({}, [0, 5]) and not file.exists()
+    assert len(warned) == 1 and f"feature cache file {file} cannot be read" in warned[0] and "recomputed" in warned[0]
+    # One flipped byte in the data: the safetensors file still loads, the checksum does not match.
+    damaged = bytearray(good)
+    damaged[-3] ^= 0xFF
+    file.write_bytes(bytes(damaged))
+    stored, missing, warned = reread()
+    assert missing == [0, 5] and "does not match its checksum (corrupt)" in warned[0]
+    # An entry written for one video is never served for another (e.g. a file copied or renamed by hand).
+    FeatureCache(tmp_path, "fp").put("video-a", features)
+    other = FeatureCache(tmp_path, "fp")._file("video-b")
+    other.write_bytes(file.read_bytes())
+    stored, missing, warned = reread("video-b")
+    assert missing == [0, 5] and "was written for another video ('video-a', not 'video-b')" in warned[0]
+    # Files of the earlier format (no metadata) are recomputed too.
+    from safetensors.torch import save_file
+    save_file({"0": features[0]}, str(file))
+    stored, missing, warned = reread()
+    assert missing == [0, 5] and "has no video key" in warned[0]
+
+
 def test_memory_layer_is_bounded():
     cache = FeatureCache(None, "x", max_videos=2)
     for v in "abc":
@@ -142,6 +182,52 @@ def test_per_frame_table_and_bad_videos(setup):
     per_frame = ev.per_frame(num_frames=4)
     assert len(per_frame) == 3 * 4 and [s.question_id for s in ev.skipped] == ["q9"]
     assert set(per_frame.columns) >= {"question_id", "frame_index", "prediction", "answer", "relevant"}
+
+
+class FailingDecodeReader(ArrayReader):
+    """A video whose header is fine (info works) but whose frames fail to decode, like a file cut short."""
+
+    def read(self, sample, indices):
+        if sample.video == "v2":
+            raise VideoError("v2.mp4", "decoding ended before frame 11; the file is truncated", sample.question_id)
+        return super().read(sample, indices)
+
+
+def test_decode_failures_are_skipped_and_every_other_question_kept(setup):
+    model, samples, reader = setup
+    broken = FailingDecodeReader(reader.videos)
+    with pytest.raises(VideoError, match="truncated"):
+        Evaluator(model, samples, broken, progress=False).run("localizer", num_frames=6, num_keyframes=2)
+    good = Evaluator(model, samples, reader, batch_size=3, progress=False).run("localizer", num_frames=6,
+                                                                                 num_keyframes=2)
+    for variant in ("localizer", "uniform"):
+        ev = Evaluator(model, samples, broken, batch_size=3, on_error="skip", progress=False)
+        table = ev.run(variant, num_frames=6, num_keyframes=2)
+        assert list(table.question_id) == ["q0", "q2"]  # q1 (video v2) is left out, never replaced
+        assert [(s.question_id, "truncated" in s.reason) for s in ev.skipped] == [("q1", True)]
+    # The other questions' predictions are exactly those of a run without the broken video.
+    assert table.question_id.tolist() == good.question_id[good.question_id != "q1"].tolist()
+    kept = Evaluator(model, samples, broken, batch_size=3, on_error="skip", progress=False).run(
+        "localizer", num_frames=6, num_keyframes=2)
+    assert kept.prediction.tolist() == good.prediction[good.question_id != "q1"].tolist()
+    assert kept.selected_frames.tolist() == good.selected_frames[good.question_id != "q1"].tolist()
+
+
+def test_questions_whose_prompt_loses_options_are_flagged_and_counted(setup):
+    from sevila_lib.evaluation import summary
+
+    model, samples, reader = setup
+    long_question = "why " + " ".join(["does the person lie down"] * 20) + "?"
+    samples = samples + [VideoQASample("q3", "v1", long_question, QUESTIONS[0][1], 0, question_type="descriptive",
+                                       dataset="world", moments=[(1.0, 2.0)])]
+    for variant in ("uniform", "localizer"):
+        table = Evaluator(model, samples, reader, progress=False).run(variant, num_frames=6, num_keyframes=2)
+        expected = [prompts.truncated_options(model.tokenizer, prompts.sample_qa_text(s)) for s in samples]
+        if variant == "localizer":
+            expected = [e or prompts.truncated_options(model.tokenizer, prompts.sample_loc_text(s))
+                        for e, s in zip(expected, samples)]
+        assert table.options_truncated.tolist() == expected and expected[-1]
+        assert summary(table)["options_truncated"] == sum(expected)
 
 
 def test_ground_truth_keyframes():

@@ -1,4 +1,5 @@
 """Hand-computed cases for sevila_lib.metrics (spec §3.4, §2.6)."""
+import json
 import math
 
 import numpy as np
@@ -115,17 +116,32 @@ def test_temporal_iou():
     assert M.temporal_iou((2, 4), (0, 10)) == pytest.approx(0.2)
 
 
-def test_recall_at_1():
-    gt = {"a": [(0, 10)], "b": [(0, 10), (20, 30)], "c": [(0, 10)], "d": []}
+def test_recall_at_1_takes_the_first_listed_window_not_the_best_scored():
+    gt = {"a": [(0, 10)], "b": [(0, 10), (20, 30)], "c": [(0, 10)]}
     pred = {
-        "a": [(40, 50, 0.1), (0, 6, 0.9)],  # top span by score: IoU 0.6
-        "b": [(20, 28, 0.8)],  # best gt is the second window: IoU 0.8
-        "c": [],  # no prediction: miss
-        "d": [(0, 1, 1.0)],  # no gt: skipped
+        "a": [(0, 6, 0.1), (40, 50, 0.9)],  # first listed: IoU 0.6 (the higher score does not matter)
+        "b": [(20, 28, 0.8)],  # gt window it overlaps most is the second: IoU 0.8
+        "c": [(40, 50, 0.9), (0, 10, 1.0)],  # first listed misses; the perfect second window is not looked at
     }
     assert M.recall_at_1(pred, gt, 0.5) == pytest.approx(2 / 3)
     assert M.recall_at_1(pred, gt, 0.7) == pytest.approx(1 / 3)
     assert M.recall_at_1([[(0, 10)]], [[(0, 10)]], 0.7) == 1.0  # sequences, unscored spans
+    # IoU equal to the threshold is a hit (official `>=`): 7/10 = 0.7, 5/10 = 0.5.
+    assert M.recall_at_1([[(0, 7, 0.3)], [(0, 5, 0.3)]], [[(0, 10)], [(0, 10)]], 0.7) == 0.5
+    assert M.recall_at_1([[(0, 5, 0.3)]], [[(0, 10)]], 0.5) == 1.0
+
+
+def test_empty_predictions_missing_queries_and_missing_gt_raise_naming_the_query():
+    with pytest.raises(ValueError, match="query c: empty list of predicted windows"):
+        M.recall_at_1({"a": [(0, 1, 1.0)], "c": []}, {"a": [(0, 1)], "c": [(0, 10)]})
+    with pytest.raises(ValueError, match="query c: empty list"):
+        M.mean_average_precision({"a": [(0, 1, 1.0)], "c": []}, {"a": [(0, 1)], "c": [(0, 10)]})
+    with pytest.raises(ValueError, match=r"no prediction for \['c'\]"):
+        M.mean_average_precision({"a": [(0, 1, 1.0)]}, {"a": [(0, 1)], "c": [(0, 10)]})
+    with pytest.raises(ValueError, match=r"not in the ground truth: \['z'\]"):
+        M.recall_at_1({"a": [(0, 1, 1.0)], "z": [(0, 1, 1.0)]}, {"a": [(0, 1)]})
+    with pytest.raises(ValueError, match="query d: no ground-truth window"):
+        M.recall_at_1({"d": [(0, 1, 1.0)]}, {"d": []})
 
 
 def test_average_precision_hand_worked():
@@ -137,13 +153,72 @@ def test_average_precision_hand_worked():
     assert M.average_precision(pred, gt, 0.7) == pytest.approx(0.5)
     # 4 thresholds (0.5..0.65) at 5/6, 6 thresholds (0.7..0.95) at 0.5.
     assert M.mean_average_precision({"q": pred}, {"q": gt}) == pytest.approx((4 * 5 / 6 + 6 * 0.5) / 10)
+    per = M.mean_average_precision_per_threshold({"q": pred}, {"q": gt})
+    assert per[0.65] == pytest.approx(5 / 6) and per[0.7] == pytest.approx(0.5)
     # Each gt matched at most once: a duplicate of a found moment is a false positive.
     assert M.average_precision([(0, 10, 0.9), (0, 10, 0.8)], [(0, 10)], 0.5) == pytest.approx(1.0)
     assert M.average_precision([(0, 10, 0.9), (0, 10, 0.8)], [(0, 10), (50, 60)], 0.5) == pytest.approx(0.5)
-    # Ranking is by score, not by list order; a query with no prediction scores 0.
+    # Within the kept windows, ranking is by score, not by list order.
     assert M.average_precision([(40, 50, 0.1), (0, 10, 0.9)], [(0, 10)], 0.5) == 1.0
-    assert M.mean_average_precision({"q": pred}, {"q": gt, "r": [(0, 5)]}) == pytest.approx(
-        (4 * 5 / 6 + 6 * 0.5) / 20)
+    # IoU equal to the threshold is a true positive.
+    assert M.average_precision([(0, 5, 0.9)], [(0, 10)], 0.5) == 1.0
+
+
+def test_map_keeps_the_first_10_listed_windows_then_ranks_them_official_rules():
+    gt = {"q": [(0, 10)]}
+    # 10 misses listed first, then a perfect window with the best score: it is cut before ranking -> AP 0.
+    late_hit = [(20, 30, 0.1)] * 10 + [(0, 10, 0.9)]
+    assert M.mean_average_precision({"q": late_hit}, gt) == 0.0
+    assert M.mean_average_precision({"q": late_hit}, gt, max_predictions=None) == 1.0
+    # Equal scores keep list order (stable sort): FP then TP -> precision 1/2 at recall 1 -> AP 0.5.
+    assert M.average_precision([(20, 30, 0.5), (0, 10, 0.5)], [(0, 10)], 0.5) == 0.5
+    assert M.average_precision([(0, 10, 0.5), (20, 30, 0.5)], [(0, 10)], 0.5) == 1.0
+    # Equal IoUs with two gt windows: the official order tries the LATER gt window first. (5, 10) has IoU 0.5
+    # with both and takes (5, 15); (10, 15) then finds (5, 15) taken and (0, 10) at IoU 0 -> FP. AP = 0.5.
+    assert M.average_precision([(5, 10, 0.9), (10, 15, 0.8)], [(0, 10), (5, 15)], 0.5) == 0.5
+
+
+def test_merged_spans_are_listed_in_rank_order_for_the_official_rules():
+    flags = [1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1]  # a 1-frame span, then (7 "no") a 3-frame span
+    scores = [0.2, 0, 0, 0, 0, 0, 0, 0, 0.9, 0.8, 0.7]
+    spans = M.merge_frame_predictions(flags, scores=scores, frame_stride_seconds=2.0)
+    assert spans == [(16.0, 22.0, pytest.approx(0.8)), (0.0, 2.0, pytest.approx(0.2))]
+    rows = M.qvh_submission_rows({"7": spans})
+    assert rows == [{"qid": 7, "pred_relevant_windows": [[16.0, 22.0, pytest.approx(0.8)], [0.0, 2.0, 0.2]]}]
+    # R1 reads the first listed span, which is the best-ranked one.
+    assert M.recall_at_1({"7": spans}, {"7": [(16, 22)]}, 0.7) == 1.0
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_command_line_prints_the_official_numbers(tmp_path, capsys):
+    # Two queries. q1: first listed window (0, 7) IoU 0.7 with (0, 10); its second window (20, 30) is exact but
+    #   listed later with a lower score. q2: first listed (50, 60) misses; its second (40, 46) has IoU 0.6.
+    # R1@0.5 = 1/2 (q1), R1@0.7 = 1/2 (q1, IoU equal to 0.7).
+    # q1 AP: ranked (0,7) .9, (20,30) .5; gt (0,10), (20,30). thr <= .7: TP, TP -> 1; thr > .7: FP, TP ->
+    #   precision 1/2 at recall 1/2 -> 1/4. q2 AP: ranked (40,46) .8, (50,60) .6; gt (40,50). thr <= .6: TP -> 1;
+    #   thr > .6: 0. mAP@0.5 = (1 + 1) / 2 = 100 %, mAP@0.75 = (1/4 + 0) / 2 = 12.5 %; per threshold
+    #   .5 .55 .6 -> 1, .65 .7 -> 1/2, .75 ... .95 -> 1/8: average = (3 + 1 + 5/8) / 10 = 46.25 %.
+    pred = write_jsonl(tmp_path / "pred.jsonl", [
+        {"qid": 1, "query": "x", "vid": "v_0_150", "pred_relevant_windows": [[0, 7, 0.9], [20, 30, 0.5]]},
+        {"qid": 2, "query": "y", "vid": "w_0_150", "pred_relevant_windows": [[50, 60, 0.6], [40, 46, 0.8]]}])
+    gt = write_jsonl(tmp_path / "highlight_val_release.jsonl", [
+        {"qid": 1, "query": "x", "duration": 150, "vid": "v_0_150", "relevant_windows": [[0, 10], [20, 30]]},
+        {"qid": 2, "query": "y", "duration": 150, "vid": "w_0_150", "relevant_windows": [[40, 50]]}])
+    assert M.main(["qvh", str(pred), str(gt)]) == 0
+    out = capsys.readouterr().out.split()
+    assert dict(zip(out[::2], map(float, out[1::2]))) == {"R1@0.5": 50.0, "R1@0.7": 50.0, "mAP@0.5": 100.0,
+                                                          "mAP@0.75": 12.5, "mAP": 46.25}
+    empty = write_jsonl(tmp_path / "empty.jsonl", [
+        {"qid": 1, "pred_relevant_windows": [[0, 7, 0.9]]}, {"qid": 2, "pred_relevant_windows": []}])
+    assert M.main(["qvh", str(empty), str(gt)]) == 1
+    assert "query 2: empty list of predicted windows" in capsys.readouterr().err
+    unscored = write_jsonl(tmp_path / "unscored.jsonl", [{"qid": 1, "pred_relevant_windows": [[0, 7]]}])
+    assert M.main(["qvh", str(unscored), str(gt)]) == 1
+    assert "line 1 (qid 1): 'pred_relevant_windows' must be a list of [start, end, score]" in capsys.readouterr().err
 
 
 def test_bootstrap_deterministic_and_contains_estimate():

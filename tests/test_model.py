@@ -146,3 +146,19 @@ def test_a_model_sharing_frozen_parts_trains_its_own_bridges(tiny_model, frames)
     assert not torch.equal(twin.localizer.query_tokens, tiny_model.localizer.query_tokens)
     features = tiny_model.encode_frames(frames)
     assert not torch.equal(twin.localize(features, LOC), tiny_model.localize(features, LOC))
+
+
+def test_a_tokenizer_that_drops_the_frame_prefix_space_is_refused(tokenizer):
+    import copy
+
+    from tokenizers import pre_tokenizers
+
+    from sevila_lib.config import preset
+
+    # What transformers 5's T5Tokenizer does to T5's tokenizer.json: a whitespace split before the Metaspace.
+    dropping = copy.deepcopy(tokenizer)
+    dropping.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")])
+    assert dropping.convert_ids_to_tokens(dropping("Frame 1: ", add_special_tokens=False)["input_ids"])[-1] != "▁"
+    with pytest.raises(ValueError, match=r"drops the trailing '▁' of 'Frame 1: '.*checkpoints\.load_tokenizer"):
+        SeViLA(preset("tiny", vocab_size=len(dropping)), dropping)

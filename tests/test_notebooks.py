@@ -58,3 +58,64 @@ def test_every_notebook_runs_headlessly_with_the_smoke_parameters(tmp_path):
 def test_runner_rejects_unknown_notebooks():
     with pytest.raises(ValueError, match="no notebook named"):
         notebooks.run("mini", only=["99_missing"], reports_dir=paths.CACHE_DIR / "unused")
+
+
+def tiny_notebooks(folder, second_cell="print('second', steps)"):
+    """Two minimal notebooks with typed parameters cells, like the real ones."""
+    folder.mkdir(exist_ok=True)
+    for name, body in (("01_first", "print('first', steps)"), ("02_second", second_cell)):
+        nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                               "display_name": "Python 3"}})
+        params = nbformat.v4.new_code_cell('profile: str = "mini"  # profile\nsmoke: bool = False  # quick\n'
+                                           'steps: int = 3  # steps\nreports_dir: str = ""  # out\n'
+                                           'max_questions: int = 0  # limit\nrate: float = 0.5  # rate')
+        params.metadata["tags"] = ["parameters"]
+        nb.cells = [params, nbformat.v4.new_code_cell(body)]
+        nbformat.write(nb, folder / f"{name}.ipynb")
+    return folder
+
+
+def test_unknown_or_mistyped_parameters_are_refused_naming_them(tmp_path):
+    folder = tiny_notebooks(tmp_path / "nb")
+    selected = notebooks.notebook_paths(folder)
+    checked = notebooks.check_parameters({"smoke": "false", "steps": "8", "rate": "1", "profile": "paper"}, selected)
+    assert checked == {"smoke": False, "steps": 8, "rate": 1.0, "profile": "paper"}
+    assert notebooks.check_parameters({"smoke": "True", "reports_dir": "123"}, selected) == {
+        "smoke": True, "reports_dir": "123"}  # a str parameter keeps the text
+    with pytest.raises(ValueError, match=r"unknown parameter 'step': .* did you mean \['steps'\]"):
+        notebooks.run("mini", parameters={"step": "8"}, reports_dir=tmp_path / "r", notebooks_dir=folder)
+    for name, value, reason in (("steps", "eight", "'eight' is not a int literal"),
+                                ("steps", "2.5", r"got 2\.5 \(float\)"), ("smoke", "maybe", "is not true/false"),
+                                ("rate", "fast", "'fast' is not a float literal"), ("steps", True, "got True")):
+        with pytest.raises(ValueError, match=rf"parameter '{name}' is declared \w+: .*{reason}"):
+            notebooks.run("mini", parameters={name: value}, reports_dir=tmp_path / "r", notebooks_dir=folder)
+    assert not (tmp_path / "r").exists()  # refused before anything ran
+    assert notebooks.main(["run", "-p", "smoke=maybe"]) == 2  # the real notebooks' cells declare smoke: bool
+
+
+def test_a_failed_or_interrupted_run_keeps_the_last_complete_notebook(tmp_path, monkeypatch):
+    folder = tiny_notebooks(tmp_path / "nb", second_cell="raise RuntimeError('boom')")
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "02_second.ipynb").write_text("last complete run")
+    with pytest.raises(Exception, match="boom"):
+        notebooks.run("mini", parameters={"steps": "5"}, reports_dir=reports, notebooks_dir=folder)
+    outputs = json.dumps([c.get("outputs") for c in nbformat.read(reports / "01_first.ipynb", 4).cells])
+    assert '"first 5\\n"' in outputs  # the first notebook ran to its end and replaced its report
+    assert (reports / "02_second.ipynb").read_text() == "last complete run"  # not overwritten by the failed run
+    partial = nbformat.read(reports / "02_second.partial.ipynb", 4)
+    assert partial.cells[0].source.startswith("**INCOMPLETE RUN (failed: PapermillExecutionError).**")
+    assert not list(reports.glob(".*.running.ipynb"))
+
+    # Ctrl-C while papermill is writing the output notebook.
+    def interrupted(source, output, **kwargs):
+        nbformat.write(nbformat.read(source, 4), output)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("papermill.execute_notebook", interrupted)
+    before = (reports / "01_first.ipynb").read_text()
+    with pytest.raises(KeyboardInterrupt):
+        notebooks.run("mini", only=["01_first"], reports_dir=reports, notebooks_dir=folder)
+    assert (reports / "01_first.ipynb").read_text() == before
+    assert nbformat.read(reports / "01_first.partial.ipynb", 4).cells[0].source.startswith(
+        "**INCOMPLETE RUN (interrupted).**")

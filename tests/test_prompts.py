@@ -1,3 +1,5 @@
+import pytest
+
 from sevila_lib import prompts
 from tests.conftest import QUESTIONS
 
@@ -50,3 +52,31 @@ def test_truncation_is_counted(tokenizer):
     assert enc["input_ids"][0, -1].item() == tokenizer.eos_token_id  # </s> kept as the last token
     assert (counter.texts, counter.truncated) == (2, 1)
     assert counter.fraction == 0.5
+
+
+def test_truncated_options_flags_prompts_that_lose_options(tokenizer):
+    qa, loc = prompts.answerer_text(Q, OPTIONS), prompts.localizer_text(Q, OPTIONS)
+    vlep_qa = prompts.answerer_text(None, ["He leaves.", "He sits."], dataset="vlep")
+    vlep_loc = prompts.localizer_text(None, ["He leaves.", "He sits."], dataset="vlep")
+    moment = prompts.moment_query_text("a dog runs")
+    count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    for text in (qa, loc, vlep_qa, vlep_loc, moment):
+        assert not prompts.truncated_options(tokenizer, text, max_length=count(text) + 1)  # nothing cut
+    # Cut inside the instruction only: the options survive (the cut is counted by TruncationCounter alone).
+    options_end = qa.index(" Considering")
+    n_options = count(qa[:options_end])
+    assert not prompts.truncated_options(tokenizer, qa, max_length=n_options + 1)
+    assert prompts.truncated_options(tokenizer, qa, max_length=n_options)  # the last option loses a token
+    cut = prompts.encode_prompts(tokenizer, [qa], max_length=n_options)["input_ids"][0]
+    assert not tokenizer.decode(cut, skip_special_tokens=True).endswith("sunbathing in beach.")
+    n_loc = count(loc[:loc.rindex(" ) ")])
+    assert not prompts.truncated_options(tokenizer, loc, max_length=n_loc + 1)
+    assert prompts.truncated_options(tokenizer, loc, max_length=n_loc)
+    assert prompts.truncated_options(tokenizer, vlep_qa, max_length=count(vlep_qa))
+    assert prompts.truncated_options(tokenizer, vlep_loc, max_length=10)
+    # The shipped prompts at the official 77 tokens: a long question pushes options out.
+    assert not prompts.truncated_options(tokenizer, prompts.answerer_text("why?", ["yes.", "no."]))
+    long_question = "why " + " ".join(["does the person lie down"] * 20) + "?"
+    assert prompts.truncated_options(tokenizer, prompts.answerer_text(long_question, OPTIONS))
+    with pytest.raises(ValueError, match="not a prompt built by sevila_lib.prompts"):
+        prompts.truncated_options(tokenizer, "free text")

@@ -348,3 +348,76 @@ def test_command_line_trains_on_the_mini_world(tiny_model, tmp_path):
     assert code == 0
     assert pd.read_csv(tmp_path / "cli" / "log.csv")["step"].tolist() == [1, 2]
     assert (tmp_path / "cli" / "latest").read_text() == "checkpoint-2"
+
+
+# ---- faults: unreadable checkpoints, other data, a full disk ------------------------------------------------
+
+def test_resume_skips_an_unreadable_latest_checkpoint_for_the_newest_intact_one(tokenizer, tmp_path):
+    cfg = config(tmp_path, epochs=1, batch_size=2, keyframe_source="uniform", checkpoint_every=1)
+    with pytest.raises(Crash):
+        train_answerer(make_tiny_model(tokenizer), RandomVideoQA(8), cfg, collate_fn=collate,
+                       step_callback=crash_at(4))
+    run_dir = Path(cfg.output_dir)
+    assert (run_dir / "latest").read_text() == "checkpoint-3"
+    bridges = run_dir / "checkpoint-3" / "bridges.safetensors"
+    bridges.write_bytes(bridges.read_bytes()[:-64])  # damaged after it was written
+    with pytest.warns(UserWarning, match=r"checkpoint-3: unreadable checkpoint \(ValueError: .*bridges\.safetensors: "
+                                         r"truncated or corrupt"):
+        resumed = train_answerer(make_tiny_model(tokenizer), RandomVideoQA(8), cfg, collate_fn=collate, resume=True)
+    assert len(resumed.losses) == 2 and resumed.final_step == 4  # steps 3 and 4 redone from checkpoint-2
+    assert pd.read_csv(resumed.log_path)["step"].tolist() == [1, 2, 3, 4]
+
+
+def test_resume_on_other_data_is_refused(tiny_model, tmp_path):
+    cfg = config(tmp_path, epochs=1, batch_size=2, keyframe_source="uniform", checkpoint_every=1, max_steps=1)
+    train_answerer(tiny_model, RandomVideoQA(4), cfg, collate_fn=collate)
+    with pytest.raises(ValueError, match=r"cannot resume .*checkpoint-1: the run started on other data \(4 items, "
+                                         r"\w+; now 6 items, \w+\)"):
+        train_answerer(tiny_model, RandomVideoQA(6), cfg, collate_fn=collate, resume=True)
+
+    class Renamed(RandomVideoQA):  # same size, other questions
+        question_ids = [f"other{i}" for i in range(4)]
+
+    with pytest.raises(ValueError, match="the run started on other data"):
+        train_answerer(tiny_model, Renamed(4), cfg, collate_fn=collate, resume=True)
+
+
+def test_a_full_disk_while_checkpointing_says_so(tiny_model, tmp_path, monkeypatch):
+    import errno
+
+    from sevila_lib import checkpointing
+
+    cfg = config(tmp_path, epochs=1, batch_size=2, keyframe_source="uniform", checkpoint_every=1, max_steps=2)
+    saves = []
+    real_save = torch.save
+
+    def save(obj, path, *args, **kwargs):  # the disk fills up while step 2's checkpoint is written
+        saves.append(path)
+        if "checkpoint-2" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpointing.torch, "save", save)
+    with pytest.raises(OSError, match=r"disk full while writing checkpoint .*checkpoint-2 \(\d+ bytes free on its "
+                                      r"disk\): it was removed; the last complete checkpoint is .*checkpoint-1") as err:
+        train_answerer(tiny_model, RandomVideoQA(4), cfg, collate_fn=collate)
+    assert err.value.errno == errno.ENOSPC
+    run_dir = Path(cfg.output_dir)
+    assert (run_dir / "latest").read_text() == "checkpoint-1"
+    assert sorted(p.name for p in run_dir.glob("*checkpoint-*")) == ["checkpoint-1"]  # no half-written folder
+
+
+def test_command_line_checkpoints_by_default_and_never_starts_over_a_run(tiny_model, tmp_path, capsys):
+    save_hf_blip2(tiny_model, tmp_path / "model")
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(json.dumps(dict(batch_size=2, num_frames=8, num_keyframes=2, keyframe_source="uniform",
+                                        max_steps=1, warmup_steps=0, progress_bar=False)))
+    argv = ["train_answerer", "--config", str(cfg_path), "--model", str(tmp_path / "model"), "--data", "world",
+            "--output-dir", str(tmp_path / "cli")]
+    assert training.main(argv) == 0
+    saved = json.loads((tmp_path / "cli" / "train_config.json").read_text())
+    assert saved["checkpoint_every"] == training.CLI_CHECKPOINT_EVERY
+    assert training.main(argv) == 2  # the same folder again without --resume: refused, nothing overwritten
+    assert "already holds checkpoints (newest checkpoint-1); pass --resume" in capsys.readouterr().err
+    assert training.main([*argv, "--resume"]) == 0
+    assert (tmp_path / "cli" / "latest").read_text() == "checkpoint-1"

@@ -142,6 +142,19 @@ def test_missing_corrupt_and_empty_videos_raise_video_error_with_path_and_questi
         read_frames_pyav(str(truncated), [249], question_id="q9")
 
 
+def test_video_cut_short_behind_an_intact_header(tmp_path):
+    # A streamed download (header first) cut short: it opens and states all its frames; decoding finds the gap.
+    noise = np.random.default_rng(0).integers(0, 256, (60, 32, 32, 3), dtype=np.uint8)
+    write_video(tmp_path / "full.mp4", noise, fps=10, faststart=True)
+    (tmp_path / "cut.mp4").write_bytes((tmp_path / "full.mp4").read_bytes()[:20_000])
+    reader = VideoFileReader(tmp_path)
+    sample = VideoQASample("TN_4_0", "cut", "q?", ["a", "b"], 0)
+    assert reader.info(sample).num_frames == 60
+    assert reader.read(sample, [0, 1]).shape == (2, 32, 32, 3)
+    with pytest.raises(VideoError, match=r"cut\.mp4 \(question TN_4_0\): decoding ended before frame 59 .*truncated"):
+        reader.read(sample, [0, 59])
+
+
 def test_zero_frame_video_is_a_video_error(tmp_path):
     # A Matroska file cut just after its first cluster header: a valid video stream with no frames in it
     # (Matroska stores no frame count, so the reader counts by decoding and finds zero).
