@@ -200,15 +200,12 @@ def test_decode_failures_are_skipped_and_every_other_question_kept(setup):
         Evaluator(model, samples, broken, progress=False).run("localizer", num_frames=6, num_keyframes=2)
     good = Evaluator(model, samples, reader, batch_size=3, progress=False).run("localizer", num_frames=6,
                                                                                  num_keyframes=2)
-    for variant in ("localizer", "uniform"):
-        ev = Evaluator(model, samples, broken, batch_size=3, on_error="skip", progress=False)
-        table = ev.run(variant, num_frames=6, num_keyframes=2)
-        assert list(table.question_id) == ["q0", "q2"]  # q1 (video v2) is left out, never replaced
-        assert [(s.question_id, "truncated" in s.reason) for s in ev.skipped] == [("q1", True)]
+    ev = Evaluator(model, samples, broken, batch_size=3, on_error="skip", progress=False)
+    kept = ev.run("localizer", num_frames=6, num_keyframes=2)
+    assert list(kept.question_id) == ["q0", "q2"]  # q1 (video v2) is left out, never replaced
+    assert [(s.question_id, "truncated" in s.reason) for s in ev.skipped] == [("q1", True)]
+    assert list(ev.run("uniform", num_frames=6, num_keyframes=2).question_id) == ["q0", "q2"]
     # The other questions' predictions are exactly those of a run without the broken video.
-    assert table.question_id.tolist() == good.question_id[good.question_id != "q1"].tolist()
-    kept = Evaluator(model, samples, broken, batch_size=3, on_error="skip", progress=False).run(
-        "localizer", num_frames=6, num_keyframes=2)
     assert kept.prediction.tolist() == good.prediction[good.question_id != "q1"].tolist()
     assert kept.selected_frames.tolist() == good.selected_frames[good.question_id != "q1"].tolist()
 
