@@ -11,7 +11,10 @@ as the kit's frame-index JSON (`selection_files`), so they can be read back by `
     make lmms                                                # .venv-lmms with lmms-eval 0.7.3 beside .venv
     python -m sevila_lib.lmms_plugin export-world --out .cache/lmms/world --limit 20
     .venv-lmms/bin/lmms-eval --model sevila --model_args scorer=localizer,rule=aks,rule_depth=3,k=4 \
-        --tasks .cache/lmms/world/sevila_world_val.yaml --batch_size 8 --output_path .cache/lmms/out
+        --include_path .cache/lmms/world --tasks sevila_world_val --batch_size 8 --output_path .cache/lmms/out
+
+(`--tasks <file>.yaml` does not work in lmms-eval 0.7.3: the file loads, then is reported missing; name the task
+and pass its folder with `--include_path`.)
 
 Model arguments (`--model_args key=value,...`): `blip2` ("mini", a BLIP-2 folder or hub id), `checkpoint`
 (official LAVIS `.pth`), `bridges` (a folder of the kit's trained bridges), `scorer` and `rule` (names in
@@ -348,7 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = export_world(args.out, args.split, args.limit or None, args.seed)
     else:
         path = export_nextqa(args.csv, args.map, args.videos, args.out, args.hf_home)
-    print(f"task file: {path}\nrun: lmms-eval --model sevila --model_args rule=top_k,k=4 --tasks {path}")
+    print(f"task {path.stem}: {path}\nrun: lmms-eval --model sevila --model_args rule=top_k,k=4 "
+          f"--include_path {path.parent} --tasks {path.stem}")
     return 0
 
 
