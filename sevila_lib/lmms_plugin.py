@@ -1,5 +1,7 @@
-"""lmms-eval plugin: the kit's forward chain (any scorer × rule × k, paper §3.1 and Table 6) as the lmms-eval
-model "sevila", and the moments world (or a local copy of NExT-QA) as local lmms-eval tasks.
+"""lmms-eval plugin: the kit's chain as the lmms-eval model "sevila", the moments world as a local lmms-eval task.
+
+The model runs the forward chain with any scorer × rule × k (paper §3.1 and Table 6); the tasks are the moments
+world and a local copy of NExT-QA, asked and scored as lmms-eval's own nextqa_mc_test.
 
 lmms-eval (EvolvingLMMs-Lab) compares video LMMs on shared tasks; its models receive a prompt and a video path
 and return text. This model reads the task's own record (lmms-eval hands every model its documents), runs the
