@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONHASHSEED := 0
 PROFILE ?= mini
 
-.PHONY: venv test test-all reports bench lab world mini-model mini-model-check mini-clip mini-clip-check clean
+.PHONY: venv test test-all reports bench lab world mini-model mini-model-check mini-clip mini-clip-check lmms test-lmms clean
 
 # torch first and pinned (2.13.0 is a CPU build on this machine's disk); then the full, resolved lock file.
 $(STAMP): requirements-lock.txt pyproject.toml
@@ -19,8 +19,30 @@ $(STAMP): requirements-lock.txt pyproject.toml
 
 venv: $(STAMP)
 
+# The lmms-eval extra in its own venv (.venv-lmms), so `make test` never sees it: the same torch and lock as .venv,
+# then lmms-eval 0.7.3 and its light dependencies without their declared requirements (pyproject.toml says why),
+# then the kit. A top-level `tests` package installed by a dependency would shadow ours (`from tests.conftest
+# import ...`: a regular package anywhere on sys.path beats our __init__-less tests/ folder), so none may remain.
+LMMS_VENV := .venv-lmms
+LMMS_PY := $(LMMS_VENV)/bin/python
+LMMS_STAMP := $(LMMS_VENV)/.installed
+$(LMMS_STAMP): requirements-lock.txt requirements-lmms.txt pyproject.toml
+	python3 -m venv $(LMMS_VENV)
+	$(LMMS_PY) -m pip install -q torch==2.13.0
+	$(LMMS_PY) -m pip install -q -r requirements-lock.txt
+	$(LMMS_PY) -m pip install -q --no-deps -r requirements-lmms.txt
+	$(LMMS_PY) -m pip install -q --no-deps --no-build-isolation -e .
+	rm -rf "$$($(LMMS_PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/tests"
+	cd /tmp && $(CURDIR)/$(LMMS_PY) -c "import lmms_eval.models as m; assert 'sevila' in m.list_available_models()"
+	touch $@
+
+lmms: $(LMMS_STAMP)  ## .venv-lmms: lmms-eval 0.7.3 with the kit's `sevila` model (see README, lmms-eval)
+
 test: $(STAMP)  ## the default suite (< 10 min on 2 cores), notebooks included under papermill's smoke profile
 	$(PY) -m pytest -q
+
+test-lmms: $(LMMS_STAMP)  ## the lmms-eval plugin's test in .venv-lmms (skipped by `make test`)
+	$(LMMS_PY) -m pytest -q tests/test_lmms.py
 
 reports: $(STAMP)  ## run every notebook headlessly on the embedded default (mini world + mini BLIP-2) into reports/
 	$(PY) -m sevila_lib.notebooks run --profile $(PROFILE)

@@ -310,6 +310,19 @@ def _qid_type(question_id: str) -> str:
 # Readers of the original release files
 # ---------------------------------------------------------------------------------------------------------
 
+def nextqa_sample(rec: dict, video: str | None = None) -> VideoQASample:
+    """One NExT-QA record (csv row, or a row of lmms-eval's NExTQA "MC" set: the same fields) as a sample:
+    question_id `{type}_{video}_{qid}`, question + '?' and each option + '.' (the official conversion).
+    `video` replaces the record's video id as the file to read (a mapped path); the answer may be absent
+    (unlabelled test rows). Raises `_Bad` naming the field for a malformed record."""
+    qtype, video_id = _text(rec, "type"), _text(rec, "video")
+    answer = rec.get("answer")
+    return VideoQASample(
+        question_id=f"{qtype}_{video_id}_{_text(rec, 'qid')}", video=video or video_id,
+        question=_text(rec, "question") + "?", options=[option + "." for option in _options(rec, 5)],
+        answer=None if answer is None else _answer(answer, 5), question_type=qtype, dataset="nextqa")
+
+
 def read_nextqa(csv_path: str | os.PathLike, map_path: str | os.PathLike | None = None,
                 on_error: str = "raise") -> Samples:
     """NExT-QA csv (video, frame_count, width, height, question, answer, qid, type, a0..a4).
@@ -335,12 +348,8 @@ def read_nextqa(csv_path: str | os.PathLike, map_path: str | os.PathLike | None 
             raise _Bad(f"question type {qtype!r} is not one of {NEXTQA_TYPES}")
         if video_map is not None and video not in video_map:
             raise _Bad(f"video {video} is not in {map_path}")
-        return VideoQASample(
-            question_id=f"{qtype}_{video}_{_text(rec, 'qid')}",
-            video=video_map[video] if video_map is not None else video,
-            question=_text(rec, "question") + "?",
-            options=[option + "." for option in _options(rec, 5)],
-            answer=_answer(_get(rec, "answer"), 5), question_type=qtype, dataset="nextqa")
+        _get(rec, "answer")  # the release files label every question
+        return nextqa_sample(rec, video_map[video] if video_map is not None else None)
 
     columns = ["video", "question", "answer", "qid", "type"] + [f"a{i}" for i in range(5)]
     return _collect(csv_path, lambda p, t: _csv_records(p, t, columns), convert, question_id, on_error)

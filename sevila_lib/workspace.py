@@ -75,6 +75,20 @@ class Workspace:
         return model, missing
 
 
+def load_paper_model(blip2: str, checkpoint: str = "", device: str = "cpu") -> tuple[SeViLA, list[str]]:
+    """Real BLIP-2 weights (a folder or hub id) as SeViLA, in the official precisions on a GPU (ViT fp16, T5
+    bf16), optionally with the official LAVIS `.pth` (Localizer†) loaded; returns the model and load notes."""
+    from . import checkpoints
+
+    dtypes = dict(vision_dtype="float16", llm_dtype="bfloat16") if device.startswith("cuda") else {}
+    model, _ = checkpoints.from_hf_blip2(blip2, device=device, **dtypes)
+    notes = []
+    if checkpoint:
+        report = checkpoints.load_lavis(model, checkpoint, require=("localizer.",))
+        notes.append(f"loaded {checkpoint}: {report}")
+    return model, notes
+
+
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -102,18 +116,12 @@ def open_workspace(profile: str = "mini", *, device: str = "cpu", max_questions:
         return Workspace(profile, load_mini(device=device), WorldFrameReader(world), questions, moments,
                          reports_dir, runs_dir, device, world)
     if profile == "paper":
-        from . import checkpoints
         from .datasets import read_annotations
         from .video import VideoFileReader
 
         if not val_annotations or not video_root:
             raise ValueError("profile 'paper' needs val_annotations= and video_root= (see data/README.md)")
-        dtypes = dict(vision_dtype="float16", llm_dtype="bfloat16") if device.startswith("cuda") else {}
-        model, _ = checkpoints.from_hf_blip2(blip2, device=device, **dtypes)
-        notes = []
-        if checkpoint:
-            report = checkpoints.load_lavis(model, checkpoint, require=("localizer.",))
-            notes.append(f"loaded {checkpoint}: {report}")
+        model, notes = load_paper_model(blip2, checkpoint, device)
         questions = {"val": _limit(read_annotations(dataset, val_annotations, map_path or None), max_questions)}
         if train_annotations:
             questions["train"] = _limit(read_annotations(dataset, train_annotations, map_path or None), max_questions)
