@@ -65,12 +65,7 @@ def offline_tokenizer():
     """A small T5-style tokenizer over the kit's prompts and the check's question (no download)."""
     from .tokenizer import build_world_tokenizer
 
-    class Texts:  # what build_world_tokenizer reads from a world
-        @staticmethod
-        def texts() -> list[str]:
-            return [QUESTION, *OPTIONS]
-
-    return build_world_tokenizer(Texts())
+    return build_world_tokenizer([QUESTION, *OPTIONS])
 
 
 def random_model(shape: str, device, precision: str = "official", tokenizer=None):
@@ -91,14 +86,22 @@ def random_model(shape: str, device, precision: str = "official", tokenizer=None
     model.to_empty(device=device)
     model.llm.encoder.embed_tokens = model.llm.decoder.embed_tokens = model.llm.shared
     generator = torch.Generator(device=device).manual_seed(0)
+    # On a CPU, drawing 4B random numbers takes minutes: weights there are tiled from one random block instead
+    # (memory-bound copies; repeated values change no timing).
+    pool = torch.randn(2 ** 22, generator=generator, device=device) * 0.02 if torch.device(device).type == "cpu" else None
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith("bias"):
                 param.zero_()
             elif param.dim() == 1:  # norm scales
                 param.fill_(1.0)
-            else:
+            elif pool is None:
                 param.normal_(0.0, 0.02, generator=generator)
+            else:
+                flat = param.view(-1)
+                for start in range(0, flat.numel(), pool.numel()):
+                    chunk = flat[start:start + pool.numel()]
+                    chunk.copy_(pool[:chunk.numel()])
         for buffer in model.buffers():  # e.g. position ids, created empty on the meta device
             if buffer.dtype in (torch.int64, torch.int32) and buffer.dim() == 2:
                 buffer.copy_(torch.arange(buffer.shape[-1], device=device).expand_as(buffer))
@@ -214,7 +217,7 @@ def measure_readout(check: Check, model, questions: int = 1, num_frames: int = 3
     return ratio
 
 
-def _optimizer(model, bridge: str):
+def optimizer_for(model, bridge: str):
     """AdamW with the official decay rule (spec §2.2): weight decay 0.05 on parameters with ndim ≥ 2."""
     import torch
 
@@ -234,13 +237,12 @@ def pseudo_labels(model, features, qa_texts, answers):
     return logits.argmax(-1) == answers.to(logits.device)[:, None]
 
 
-def stage_loss(model, stage: str, pixels, qa, loc, answers, k: int = 4):
-    """The loss of one training step of `stage`, from pixels (the ViT runs each step, as in official training)."""
+def stage_loss(model, stage: str, features, qa, loc, answers, k: int = 4):
+    """The loss of one training step of `stage` from raw ViT features (B, T, P, Dv)."""
     import torch
 
     from .scoring import select_keyframes
 
-    features = model.encode_frames(pixels)
     if stage == "pretrain_localizer":
         relevant = torch.rand(features.shape[:2], generator=torch.Generator().manual_seed(0)) < 0.3
         return model.localizer_loss(features, loc, relevant)
@@ -261,10 +263,11 @@ def measure_training(check: Check, model, stages: dict[str, tuple[int, int]]) ->
         pixels = random_frames(model, batch, frames, seed=2)
         qa, loc = texts(batch)
         answers = torch.arange(batch) % 5
-        optimizer = _optimizer(model, bridge)
+        optimizer = optimizer_for(model, bridge)
         model.train()
         with Meter(model.device) as meter:
-            loss = stage_loss(model, stage, pixels, qa, loc, answers)
+            # the ViT runs inside the step, as in official training (random crops: nothing to cache)
+            loss = stage_loss(model, stage, model.encode_frames(pixels), qa, loc, answers)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -300,10 +303,10 @@ def _worker(rank: int, world: int, shape: str, precision: str, batch: int, port:
         with torch.inference_mode(), Meter(device) as chain:
             model.forward_chain(model.encode_frames(pixels), qa, loc, 5, 4)
             dist.barrier()
-        optimizer = _optimizer(model, "answerer")
+        optimizer = optimizer_for(model, "answerer")
         model.train()
         with Meter(device) as step:
-            loss = stage_loss(model, "train_answerer", pixels, qa, loc, torch.arange(batch) % 5)
+            loss = stage_loss(model, "train_answerer", model.encode_frames(pixels), qa, loc, torch.arange(batch) % 5)
             loss.backward()
             for param in model.trainable_parameters("answerer"):  # average gradients, as DDP does
                 if param.grad is not None:
