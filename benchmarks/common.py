@@ -39,8 +39,8 @@ class Results:
             met = "yes" if (value >= float(bound) if op == ">=" else value <= float(bound)) else "no"
         self.rows.append(dict(section=section, metric=metric, shape=shape, value=float(value), unit=unit,
                               target=target, met=met, note=note))
-        print(f"  [{section}] {metric} ({shape}): {fmt(value)} {unit}" + (f"  target {target}: {met}" if target else ""),
-              flush=True)
+        verdict = f"  target {target}: {met}" if target else ""
+        print(f"  [{section}] {metric} ({shape}): {fmt(value)} {unit}{verdict}", flush=True)
 
 
 def fmt(value: float) -> str:

@@ -57,7 +57,8 @@ class AskResult:
             lines.append(f"{'*' if index in self.keyframes else ' '} {index:5d} {time:7.2f}s {score:7.3f}")
         lines += ["", f"keyframes: {self.keyframes}", "options:"]
         for i, (option, prob) in enumerate(zip(self.options, self.option_probs)):
-            lines.append(f"  {prompts.OPTION_LETTERS[i]}: {option:30s} {prob:.3f}{'  <- answer' if i == self.answer else ''}")
+            mark = "  <- answer" if i == self.answer else ""
+            lines.append(f"  {prompts.OPTION_LETTERS[i]}: {option:30s} {prob:.3f}{mark}")
         lines += [f"answer: {prompts.OPTION_LETTERS[self.answer]}: {self.answer_text}"]
         return "\n".join(lines + [f"note: {n}" for n in self.notes])
 

@@ -88,7 +88,8 @@ def random_model(shape: str, device, precision: str = "official", tokenizer=None
     generator = torch.Generator(device=device).manual_seed(0)
     # On a CPU, drawing 4B random numbers takes minutes: weights there are tiled from one random block instead
     # (memory-bound copies; repeated values change no timing).
-    pool = torch.randn(2 ** 22, generator=generator, device=device) * 0.02 if torch.device(device).type == "cpu" else None
+    on_cpu = torch.device(device).type == "cpu"
+    pool = torch.randn(2 ** 22, generator=generator, device=device) * 0.02 if on_cpu else None
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith("bias"):
@@ -371,7 +372,8 @@ def render(check: Check, env: list[str], load_seconds: float, parameters: dict[s
            + ". Speeds and memory only: random weights say nothing about accuracy.", "",
            "## Inference beside the paper's Table 15", "",
            "From pixels (ViT included). Paper: one NVIDIA A6000, time per sample and memory.", "",
-           f"| setting | batch | s / question | {mem} | paper s / sample | paper memory (GB) |", "|---|---|---|---|---|---|"]
+           f"| setting | batch | s / question | {mem} | paper s / sample | paper memory (GB) |",
+           "|---|---|---|---|---|---|"]
     out += [f"| {r[0]} | {r[1]} | {r[2]:.3g} | {r[3]:.2f} | {r[4]} | {r[5]} |" for r in check.rows.get("inference", [])]
     out += ["", "## Localizer read-out: kit vs official", "",
             "Same ViT features and T5 inputs. Kit: `SeViLA.localize` (one encoder pass and one decoder step per "
@@ -393,7 +395,8 @@ def render(check: Check, env: list[str], load_seconds: float, parameters: dict[s
                 "over processes (all-reduce).", "",
                 f"| processes | questions | chain questions / s (all) | step s | chain {mem} | step {mem} |",
                 "|---|---|---|---|---|---|"]
-        out += [f"| {r[0]} | {r[1]} | {r[2]:.3g} | {r[3]:.3g} | {r[4]:.2f} | {r[5]:.2f} |" for r in check.rows["processes"]]
+        out += [f"| {r[0]} | {r[1]} | {r[2]:.3g} | {r[3]:.3g} | {r[4]:.2f} | {r[5]:.2f} |"
+                for r in check.rows["processes"]]
     return "\n".join(out) + "\n"
 
 
@@ -444,7 +447,8 @@ def run(shape: str | None = None, batch: int = 8, processes: int | None = None, 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sevila_lib.gpu_check", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", default=None, help="a config preset (default: blip2-flan-t5-xl on CUDA, tiny on CPU)")
+    parser.add_argument("--shape", default=None,
+                        help="a config preset (default: blip2-flan-t5-xl on CUDA, tiny on CPU)")
     parser.add_argument("--batch", type=int, default=8, help="questions per forward-chain batch (default 8)")
     parser.add_argument("--processes", type=int, default=None, help="default: one per GPU (1 on CPU)")
     parser.add_argument("--device", default=None, help="e.g. cpu to force the CPU path")

@@ -16,9 +16,10 @@ import pytest
 
 from sevila_lib import paths
 
-# Importable on the GPU machine only if installed there: none of these may be imported by the check.
+# Importable on the GPU machine only if installed there: none of these may be imported by the check
+# (PIL is not listed: transformers imports it by itself where it is installed).
 NOT_ON_A_GPU_MACHINE = ["pandas", "av", "decord", "papermill", "nbformat", "matplotlib", "seaborn", "scipy",
-                        "sklearn", "ipywidgets", "IPython", "pyarrow"]  # (transformers imports PIL itself when it is installed)
+                        "sklearn", "ipywidgets", "IPython", "pyarrow"]
 SCRIPT = f"""
 import sys
 from sevila_lib import gpu_check

@@ -78,7 +78,7 @@ def test_paper_profile_runs_every_notebook_on_real_files(tmp_path, tokenizer):
     # The kernel runs in notebooks/: put this checkout first on its path (a relative PYTHONPATH would not be).
     env = {**os.environ, "SEVILA_CACHE_DIR": str(tmp_path / "cache"),
            "PYTHONPATH": os.pathsep.join([str(paths.PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run(command, cwd=paths.PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, cwd=paths.PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
 
     executed = sorted(reports.glob("[0-9][0-9]_*.ipynb"))
