@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONHASHSEED := 0
 PROFILE ?= mini
 
-.PHONY: venv test test-all reports bench lab world mini-model mini-model-check mini-clip mini-clip-check lmms test-lmms clean
+.PHONY: venv test test-all reports bench gpu-check lab world mini-model mini-model-check mini-clip mini-clip-check lmms test-lmms clean
 
 # torch first and pinned (2.13.0 is a CPU build on this machine's disk); then the full, resolved lock file.
 $(STAMP): requirements-lock.txt pyproject.toml
@@ -74,3 +74,6 @@ lab: $(VENV)/.lab-installed  ## JupyterLab at the repository root (notebooks/ an
 
 clean:
 	rm -rf .cache reports/executed reports/runs
+
+gpu-check:  ## SeViLA at the paper shapes with random weights on the GPU(s) -> reports/gpu_check.md (tiny shapes without CUDA)
+	PYTHONPATH=. python3 -m sevila_lib.gpu_check

@@ -1,260 +1,272 @@
-"""All speed and memory benchmarks -> reports/benchmarks.md and reports/benchmarks.csv (`make bench`).
+"""`make bench`: speed and memory measurements -> reports/benchmarks.md and reports/benchmarks.csv.
 
-    .venv/bin/python benchmarks/run_all.py            # full: the mini and "base" shapes (~10–15 min on 2 cores)
-    .venv/bin/python benchmarks/run_all.py --quick    # smoke run: the tiny and mini shapes (< 2 min)
-    options: --out DIR (default reports/), --threads N (default 0 = the cores not busy with other work)
+    .venv/bin/python benchmarks/run_all.py            # the mini and "base" shapes (~10 min on 2 cores)
+    .venv/bin/python benchmarks/run_all.py --quick    # smoke run: tiny and mini shapes (the test suite)
 
-Sections: 1. localizer scoring vs `generate()`; 2. k × prompt sweep with the Evaluator vs recomputing;
-3. throughput and FLOP efficiency vs a big matmul; 4. peak memory (subprocesses); 5. training samples/s;
-then a profile of the forward chain and the before/after ratios of the library change. Each figure is a ratio
-or a fraction measured side by side in this process (see bench_common.py); absolute rates are for orientation.
-Exit status 1 if a section failed (its error is written into the report).
+Sections: 1. Localizer read-out, kit vs the official `generate()`; 2. k × prompt sweep, Evaluator vs recomputing;
+3. throughput and FLOP efficiency; 4. memory; 5. training; 6. video decoding; 7. scorer × rule grid
+(`bench_grid.py`). The real-shape section (`bench_real_shapes.py`, too slow for `make bench`) is kept from the
+previous report. Every speed figure is a ratio of timings taken side by side in this process (`common.py`).
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import os
-import platform
+import json
+import subprocess
 import sys
 import time
-import traceback
-from dataclasses import asdict, fields
-from datetime import datetime, timezone
 from pathlib import Path
 
-from bench_common import ROOT, Context, Row, build_model, choose_threads, describe, fmt
+from common import (REPORT, WORLD, Results, SyntheticReader, best_times, build_model, count_flops, describe, fmt,
+                    matmul_flops, random_features, synthetic_samples, texts, world_questions)
 
-import torch  # noqa: E402  (after bench_common put the repository on sys.path)
-import transformers  # noqa: E402
+import torch  # noqa: E402
 
-import bench_localizer  # noqa: E402
-import bench_memory  # noqa: E402
-import bench_profile  # noqa: E402
-import bench_sweep  # noqa: E402
-import bench_throughput  # noqa: E402
-import bench_training  # noqa: E402
+from sevila_lib import paths, prompts, training  # noqa: E402
+from sevila_lib.datasets import VideoQADataset  # noqa: E402
+from sevila_lib.evaluation import Evaluator  # noqa: E402
+from sevila_lib.records import VideoQASample  # noqa: E402
+from sevila_lib.scoring import generate_yes_scores  # noqa: E402
+from sevila_lib.video import (VideoFileReader, frames_to_tensor, probe_video, read_frames_pyav,  # noqa: E402
+                              segment_frame_indices)
+from sevila_lib.world import WorldFrameReader  # noqa: E402
 
-SECTIONS = {  # title -> what it measures, for the report
-    bench_localizer.SECTION: "The kit's `model.localize` (one encoder pass and ONE decoder step per question's "
-                             "32 frames) against the official read-out: `llm.generate(inputs_embeds=..., "
-                             "max_new_tokens=30, num_beams=1, do_sample=False, min_length=1, output_scores=True, "
-                             "return_dict_in_generate=True)` per question, `scores[0][:, yes_id]`. Same features "
-                             "and T5 inputs; scores asserted equal (atol 1e-5). With random weights (base) `generate` "
-                             "never emits </s>, so all 30 steps run (the trained mini stops after a few; the notes "
-                             "give the average); `max_new_tokens=2` emulates the real model, which stops after "
-                             "\"yes\"/\"no\" + </s>. \"End to end\" includes the localizer bridge and the T5 inputs "
-                             "on both sides; \"read-out only\" times just the T5 call on ready inputs.",
-    bench_sweep.SECTION: "k ∈ {1, 2, 4, 8} × the three paper prompts (12 settings) with the trained mini BLIP-2: "
-                         "one `Evaluator` (feature cache; the localizer bridge once for all prompts, its T5 once per "
-                         "prompt, scores reused for every k; answers of a selection met before looked up) "
-                         "against recomputing each setting as the official scripts do (read or decode the frames, ViT, "
-                         "localizer, top-k, answerer, nothing kept). Both call the same kit functions, so the ratio "
-                         "is reuse alone; predictions and keyframes are asserted identical. Two sets of videos: the "
-                         "mini world's (rendered in memory, so reading frames costs nothing and the ratio is bounded "
-                         "by 12·(R+L+A)/(R+B+3(L−B)+12A) ≈ 4 without the answer memo when the localizer's T5 dominates) and the three real clips of "
-                         "`data/sample_videos` (decoded with PyAV, as real datasets are). Rows \"predicted from "
-                         "component timings\" use section 3's measured ViT / localizer / answerer times per question "
-                         "(frames read for free), for shapes too slow to sweep here.",
-    bench_throughput.SECTION: "Forward chain (n = 32 → k = 4, from ViT features), pseudo-labelling "
-                              "(`answer_each_frame`, teacher-forced) and the ViT. Efficiency = FLOPs counted by "
-                              "`torch.utils.flop_counter.FlopCounterMode` (matrix products — mm/addmm/bmm — "
-                              "convolutions and attention; element-wise ops, norms and softmax are not counted) "
-                              "÷ best time ÷ the FLOP/s of a 2048×2048 fp32 matmul timed in the same rounds.",
-    bench_memory.SECTION: "Each figure from its own fresh subprocess. Chain: peak RSS of one `forward_chain` from "
-                          "ViT features, per batch size, after a small warm-up chain and a reset of the kernel's "
-                          "peak mark (`/proc/self/clear_refs`; the peak is VmHWM: a child's `ru_maxrss` still holds "
-                          "its parent's RSS at fork). Streamed evaluation: peak of the `Evaluator` (no disk cache, "
-                          "in-memory LRU of 8 videos) over N synthetic questions, one video each, made on demand by "
-                          "the reader, after a 2-question warm-up and the same reset. Peaks include the weights.",
-    bench_training.SECTION: "`training.train_answerer` (keyframe_source=\"localizer\", n = 32, k = 4) and "
-                            "`training.refine_localizer` (online pseudo-labels, n = 4) for 3 optimizer steps over "
-                            "`datasets.VideoQADataset` in train mode on synthetic videos; timed between the step "
-                            "callbacks of steps 1 and 3 (start-up, warm-up and checkpointing excluded).",
-    bench_profile.SECTION: "Stage shares of one question's chain (each stage timed alone), the operator profile, "
-                           "and the library change with its before/after ratios measured in this run (the "
-                           "previous code is kept in `benchmarks/bench_baseline.py`).",
-}
-
-CHANGE_TEXT = """**Applied (`sevila_lib/model.py`): one T5 call per question for single-frame sequences.**
-`localize` and `answer_each_frame` used to put all B × T single-frame sequences of a batch into ONE T5 call,
-every question's text padded to the longest in the batch. They now go through
-`SeViLA.each_question_single_frames`: texts are still tokenised once per batch and the bridge still runs on all
-frames at once, but each question's T sequences (which share its text) form their own T5 call with no padding
-(the rows below give the share of padding the old call carried), and each call stays cache-sized. With fewer
-than `SeViLA.T5_SEQUENCES_PER_CALL` = 32 sequences per question, consecutive questions share a call (padded
-among themselves, as before): while choosing this, one call per question for 4-frame questions was slower than
-the old single call at the mini shape (per-call overhead outweighs the padding saved) and only slightly faster at
-the base shape, so small-T batches now keep (nearly) the old calls, and the pseudo-labelling rows below, at
-T = 4, mostly measure timing noise. With n = 32 frames the localizer scores are now bit-identical to the official
-per-question `generate()`; the old padded batch differed from it by float rounding (the max |Δ score| in the rows
-below). Batches of one question are unchanged.
-
-**Not applied: the folded first decoder step** (`bench_baseline.folded_first_step_logits`). At step 0 every
-cross-attention layer has one query, so softmax(q·(H·Wk)ᵀ)·H·Wv can be computed as softmax((q·Wk)·Hᵀ)·H·Wv
-without projecting all encoder states to keys and values (the "localizer first decoder step" share below). It is
-measured in the last row; it stays out because its scores are no longer bit-identical to `generate()` (at the base
-shape they move by more than 1e-5) and it re-implements T5's decoder step by hand.
-
-**Applied after the first full run (`sevila_lib/evaluation.py`):** the localizer bridge output does not depend on
-the prompt, so `Evaluator.frame_scores(n, prompt, also=[...])` runs the bridge once per frame and only the T5 part
-per prompt (section 2's sweep and `notebooks/04_ablation_prompts` use it); the Evaluator also looks up the
-Answerer's logits for a (question, selected frames) pair it has met before. `FeatureCache`'s memory layer, which
-used to be bounded only by a count of 256 videos (≈ 4.8 GB at the base shape, ≈ 12 GB at ViT-g), is now also
-bounded by bytes (1 GiB by default); the streamed-evaluation rows use an LRU of 8 videos."""
+FRAMES, K, KS = 32, 4, (1, 2, 4, 8)
+GRID_HEADING = "## Scorer × rule grid vs one selector"  # written by bench_grid.py
+REAL_HEADING = "## Real shapes on this CPU"
 
 
-def missed_targets(ctx: Context) -> list[str]:
-    """A paragraph per missed target: what limits it, with this run's numbers, and what was tried."""
-    rows = ctx.results.rows
+@torch.inference_mode()
+def localizer_readout(r: Results, shape: str, model, questions: int, rounds: int) -> None:
+    """1. `model.localize` (one decoder step) vs the official per-question `generate(max_new_tokens=30 | 2)`."""
+    _, loc = texts(questions)
+    features = random_features(model, questions, FRAMES)
 
-    def value(prefix: str, shape: str | None = None) -> str:
-        for r in rows:
-            if r.metric.startswith(prefix) and (shape is None or r.shape == shape):
-                return fmt(r.value)
-        return "n/a"
+    def official(budget):
+        out = [generate_yes_scores(model.llm, *model.single_frame_inputs(model.localizer_tokens(features[i:i + 1]),
+                                                                         [text]), model.answer_tokens, budget)
+               for i, text in enumerate(loc)]
+        return torch.stack([s for s, _ in out]), sum(n for _, n in out) / len(out)
 
-    out = []
-    for row in rows:
-        if row.met != "no":
-            continue
-        s = row.shape
-        if row.section == bench_localizer.SECTION and "max_new_tokens=2" in row.metric:
-            bridge = value("share of the chain: localizer Q", s)
-            encoder = value("share of the chain: localizer T5 enc", s)
-            step, fold = value("share of the chain: localizer first decoder", s), value("candidate NOT applied", s)
-            split = value("forward chain speed-up, per-question", "mini")
-            full = value("speed-up vs official generate, max_new_tokens=30", s)
-            out.append(
-                f"**Localizer scoring vs generate(max_new_tokens=2) at {s}: {fmt(row.value)}×, target 1.5×.** Both "
-                "sides run the same localizer bridge and the same T5 encoder pass over each question's 32 sequences, "
-                "and generate's first decoder step is the kit's only step; generate(2) adds one incremental step and "
-                f"its Python loop. In the chain (profile section) the bridge takes {bridge}, the encoder {encoder} "
-                f"and the first decoder step {step} of the time: a read-out that gives the same numbers cannot be "
-                "1.5× faster than generate(2) here. Tried: one T5 call per question (applied; bit-identical to "
-                f"generate, {split}× on the mini chain with batches of {ctx.size('mini', 'questions')}, "
-                f"but it leaves the per-question work as it is); folding the first step's cross-attention ({fold}× "
-                "on the localizer; not applied, its scores are no longer bit-identical). Against the official "
-                f"generate(max_new_tokens=30) the kit is {full}× (section 1 gives the decoder steps it ran).")
-        elif row.section == bench_sweep.SECTION and "mini-world" in row.metric:
-            predicted = value("speed-up predicted from component timings", s)
-            clips = value("speed-up of the Evaluator sweep over recomputing all 12 settings, real clips", s)
-            base = value("speed-up predicted from component timings", "base")
-            out.append(
-                f"**Sweep on the mini world's videos: {fmt(row.value)}×, target 5×.** Those frames are rendered in "
-                "memory, so recomputing costs no decoding, and the localizer's T5, which must run once per prompt "
-                "(its text differs), dominates what is left. The Evaluator already runs the localizer bridge once "
-                "for all prompts and looks up the answers of selections met before; without that memo, "
-                f"12·(R+L+A)/(R+B+3(L−B)+12A) with section 3's mini component times predicts {predicted}× (the "
-                "measured sweep is above that prediction, which leaves the memo out). Where frames must be decoded, as in every real dataset, the same sweep is "
-                f"{clips}× (real clips row)"
-                + (f"; the base shape, whose ViT costs more than its localizer, is predicted at {base}× even with "
-                   "free reading" if base != "n/a" else "") + ".")
-        else:
-            out.append(f"**{row.section}: {row.metric} at {s}: {fmt(row.value)} {row.unit}, target {row.target}.** "
-                       "See the section's rows and notes.")
-    return out
+    outs = {}
+    best = best_times({"kit": lambda: model.localize(features, loc), 30: lambda: official(30),
+                       2: lambda: official(2)}, rounds, outs)
+    for budget in (30, 2):
+        diff = (outs["kit"] - outs[budget][0]).abs().max().item()
+        r.add("1. localizer read-out", f"max |kit − generate(max_new_tokens={budget})| yes logit", shape, diff,
+              "logit", "<= 1e-5")
+        r.add("1. localizer read-out", f"speed-up vs official generate(max_new_tokens={budget})", shape,
+              best[budget] / best["kit"], "×", ">= 1.5" if budget == 30 and shape == "base" else "",
+              note=f"{questions} question(s) × {FRAMES} frames, best of {rounds}; generate ran "
+                   f"{outs[budget][1]:.1f} steps (2 emulates the real model stopping after yes/no + </s>)")
 
 
-def cell(text: str) -> str:
-    return str(text).replace("|", "\\|")  # a markdown table cell
+def sweep(r: Results, model, samples, reader, label: str, rounds: int) -> None:
+    """2. k ∈ {1, 2, 4, 8} × the three paper prompts: one Evaluator vs recomputing every setting from frames."""
+    settings = [(k, p) for p in prompts.LOCALIZER_PROMPTS for k in KS]
+
+    def kit():
+        ev = Evaluator(model, samples, reader, batch_size=8, cache_dir=None, progress=False)
+        ev.frame_scores(FRAMES, settings[0][1], also=list(prompts.LOCALIZER_PROMPTS))
+        return {(k, p): ev.run("localizer", FRAMES, k, prompt=p).prediction.tolist() for k, p in settings}
+
+    @torch.inference_mode()
+    def recompute():
+        out = {}
+        for k, p in settings:
+            out[(k, p)] = []
+            for start in range(0, len(samples), 8):
+                batch = samples[start:start + 8]
+                idx = [segment_frame_indices(reader.info(s).num_frames, reader.info(s).fps, FRAMES)[0] for s in batch]
+                features = torch.stack([model.encode_frames(frames_to_tensor(reader.read(s, i),
+                                                                             model.config.image_size)[None])[0]
+                                        for s, i in zip(batch, idx)])
+                out[(k, p)] += model.forward_chain(features, [prompts.sample_qa_text(s) for s in batch],
+                                                   [prompts.sample_loc_text(s, p) for s in batch],
+                                                   [len(s.options) for s in batch], k).prediction.tolist()
+        return out
+
+    outs = {}
+    best = best_times({"kit": kit, "recompute": recompute}, rounds, outs)
+    assert outs["kit"] == outs["recompute"], f"{label}: the Evaluator and the recomputed sweep disagree"
+    r.add("2. k × prompt sweep", f"speed-up of the Evaluator over recomputing 12 settings, {label}", "mini",
+          best["recompute"] / best["kit"], "×", ">= 5",
+          note=f"{len(samples)} questions, n={FRAMES}, best of {rounds}; predictions identical")
 
 
-def write_reports(ctx: Context, meta: dict, shapes: list[dict], errors: list[str]) -> tuple[Path, Path]:
-    ctx.out.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = ctx.out / "benchmarks.csv", ctx.out / "benchmarks.md"
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[fl.name for fl in fields(Row)])
+@torch.inference_mode()
+def throughput(r: Results, shape: str, model, questions: int, rounds: int) -> float:
+    """3. Forward chain (from ViT features), pseudo-labelling (each of 4 frames alone) and the ViT."""
+    qa, loc = texts(2 * questions)
+    features = random_features(model, questions, FRAMES)
+    labels = random_features(model, 2 * questions, 4, seed=1)
+    pixels = torch.randn(1, FRAMES, 3, model.config.image_size, model.config.image_size)
+    fns = {"chain": lambda: model.forward_chain(features, qa[:questions], loc[:questions], 5, K),
+           "label": lambda: model.answer_each_frame(labels, qa, 5, readout="teacher_forced"),
+           "vit": lambda: model.encode_frames(pixels)}
+    peak = max(matmul_flops() for _ in range(rounds))
+    best = best_times(fns, rounds)
+    flops = {name: count_flops(model, fn) for name, fn in fns.items()}
+    s = "3. throughput and efficiency"
+    r.add(s, "matmul 2048² fp32 (the reference)", shape, peak / 1e9, "GFLOP/s")
+    r.add(s, f"forward chain n={FRAMES}→k={K}, questions/s", shape, questions / best["chain"], "questions/s",
+          note=f"batch {questions}, from ViT features")
+    r.add(s, "forward chain achieved FLOP/s / matmul FLOP/s", shape, flops["chain"] / best["chain"] / peak,
+          "fraction", ">= 0.3" if shape == "base" else "")
+    r.add(s, "ViT frames/s", shape, FRAMES / best["vit"], "frames/s")
+    r.add(s, "ViT achieved FLOP/s / matmul FLOP/s", shape, flops["vit"] / best["vit"] / peak, "fraction")
+    r.add(s, "pseudo-labelling (teacher-forced, each frame alone) frames/s", shape, 8 * questions / best["label"],
+          "frames/s")
+    return questions / best["chain"]
+
+
+def probe(kind: str, shape: str, n: int) -> dict:
+    """4. One memory figure in a fresh process: peak RSS (VmHWM, reset after a warm-up) of the chain on n questions
+    from features, or of the Evaluator streaming n synthetic videos with an in-memory LRU of 8 videos."""
+    import gc
+
+    def hwm() -> float:
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+
+    model = build_model(shape)
+    if kind == "chain":
+        qa, loc = texts(n)
+        features = random_features(model, n, FRAMES)
+        model.forward_chain(features[:1, :8], qa[:1], loc[:1], 5, K)
+        run = lambda: model.forward_chain(features, qa, loc, 5, K)  # noqa: E731
+    else:
+        reader = SyntheticReader(model.config.image_size, FRAMES)
+        Evaluator(model, synthetic_samples(2, "warm"), reader, cache_dir=None, progress=False).run("localizer", FRAMES)
+        ev = Evaluator(model, synthetic_samples(n), reader, cache_dir=None, batch_size=8, progress=False)
+        ev.cache.max_videos = 8
+        run = lambda: ev.run("localizer", FRAMES, K)  # noqa: E731
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    run()
+    return {"peak_mb": hwm()}
+
+
+def memory(r: Results, quick: bool, large: str, small: str) -> None:
+    def spawn(*args) -> dict:
+        done = subprocess.run([sys.executable, __file__, "--probe", *map(str, args)], capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(done.stderr[-2000:])
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    if not quick:
+        chain = {b: spawn("chain", large, b)["peak_mb"] for b in (1, 4)}
+        r.add("4. memory", "forward chain peak RSS, batch 1", large, chain[1], "MB")
+        r.add("4. memory", "forward chain peak RSS, batch 4 / batch 1", large, chain[4] / chain[1], "ratio")
+    counts = (8, 24) if quick else (50, 800)
+    stream = {n: spawn("stream", small, n)["peak_mb"] for n in counts}
+    r.add("4. memory", f"streamed evaluation peak RSS, {counts[1]} / {counts[0]} questions", small,
+          stream[counts[1]] / stream[counts[0]], "ratio", "<= 1.05", note=f"{stream[counts[0]]:.0f} MB at {counts[0]}")
+
+
+def train_rates(r: Results, shape: str, model, chain_rate: float) -> None:
+    """5. Samples/s of `training.train_answerer` (Localizer keyframes, n=32, k=4) and `training.refine_localizer`
+    (online pseudo-labels, n=4) between the step callbacks of steps 1 and 3."""
+    import tempfile
+
+    for stage, frames, batch, extra in (("train_answerer", 32, 2, dict(keyframe_source="localizer", num_keyframes=4)),
+                                        ("refine_localizer", 4, 4, dict(label_mode="online"))):
+        data = VideoQADataset(synthetic_samples(batch * 3), SyntheticReader(model.config.image_size), num_frames=frames,
+                              image_size=model.config.image_size, train=True)
+        stamps: list[float] = []
+        with tempfile.TemporaryDirectory() as out:
+            config = training.TrainConfig(stage=stage, batch_size=batch, max_steps=3, epochs=1, num_frames=frames,
+                                          warmup_steps=0, seed=0, output_dir=out, progress_bar=False, shuffle=False,
+                                          **extra)
+            getattr(training, stage)(model, data, config,
+                                     step_callback=lambda step, loss: stamps.append(time.perf_counter()))
+        rate = batch * 2 / (stamps[-1] - stamps[0])
+        r.add("5. training", f"{stage} samples/s", shape, rate, "samples/s", note=f"batch {batch}, steps 2–3")
+        if stage == "train_answerer":
+            r.add("5. training", "answerer training sample time / forward-chain question time", shape,
+                  chain_rate / rate, "ratio", note="includes the ViT on 32 frames and a backward pass")
+
+
+def decoding(r: Results, rounds: int) -> None:
+    """6. PyAV seeking vs decoding through, 32 frames of bikes.mp4 (whole clip, and a window over its last fifth)."""
+    path = str(paths.SAMPLE_VIDEOS_DIR / "bikes.mp4")
+    info = probe_video(path)
+    for label, start in (("whole clip", None), ("last fifth", 0.8 * info.num_frames / info.fps)):
+        idx, _ = segment_frame_indices(info.num_frames, info.fps, FRAMES, start=start,
+                                       end=None if start is None else info.num_frames / info.fps)
+        best = best_times({s: (lambda s=s: read_frames_pyav(path, idx, seek=s)) for s in (False, True)}, rounds)
+        r.add("6. video decoding", f"PyAV seek / decode-through speed, {label}", "bikes.mp4", best[False] / best[True],
+              "×", note="VideoFileReader(seek='auto') seeks only for windowed samples")
+
+
+def write_reports(r: Results, out: Path, header: str, shapes: list[str], grid: str) -> Path:
+    old = (out / "benchmarks.md").read_text() if (out / "benchmarks.md").exists() else ""
+    real = old[old.index(REAL_HEADING):] if REAL_HEADING in old else ""
+    lines = ["# sevila-kit benchmarks", "", header, "", "## Targets", "", "| target | shape | measured | met |",
+             "|---|---|---|---|"]
+    escape = lambda text: text.replace("|", "\\|")  # noqa: E731  (a "|" inside a markdown cell)
+    lines += [f"| {x['section']}: {escape(x['metric'])} {x['target']} | {x['shape']} | {fmt(x['value'])} {x['unit']} "
+              f"| **{x['met']}** |" for x in r.rows if x["target"]]
+    lines += ["", "## Model shapes", "", "| shape | ViT | Q-Former | T5 | parameters (M) |", "|---|---|---|---|---|",
+              *shapes]
+    for section in dict.fromkeys(x["section"] for x in r.rows):
+        lines += ["", f"## {section}", "", "| metric | shape | value | unit | target | met | note |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {escape(x['metric'])} | {x['shape']} | {fmt(x['value'])} | {x['unit']} | "
+                  f"{x['target']} | {x['met']} | {x['note']} |" for x in r.rows if x["section"] == section]
+    lines += ["", grid.strip() or f"{GRID_HEADING}\n\n(not run)", ""]
+    (out / "benchmarks.md").write_text("\n".join(lines) + ("\n" + real if real else ""))
+    with open(out / "benchmarks.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(r.rows[0]))
         writer.writeheader()
-        for row in ctx.results.rows:
-            writer.writerow({**asdict(row), "value": f"{row.value:.6g}"})
-
-    lines = ["# sevila-kit benchmarks", "",
-             f"Generated by `{meta['command']}` on {meta['date']} in {meta['minutes']:.1f} min. "
-             f"Machine: {meta['cores']} CPU cores shared with other work; torch threads: {meta['threads']}; "
-             f"load average at start / end: {meta['load_start']} / {meta['load_end']}. "
-             f"Python {meta['python']}, torch {torch.__version__}, transformers {transformers.__version__}.", "",
-             "Every speed figure is a ratio or a fraction of timings taken side by side in this one process, "
-             "interleaved and reduced to the best of the rounds (the least disturbed by other work); absolute "
-             "rates (questions/s, frames/s, MB) are for orientation only and vary with the machine's load.", ""]
-    if errors:
-        lines += ["**Sections that failed:**", ""] + [f"- {e}" for e in errors] + [""]
-    lines += ["## Targets", "", "| target | shape | measured | met |", "|---|---|---|---|"]
-    for row in ctx.results.rows:
-        if row.target:
-            bound = row.target.replace(">=", "≥").replace("<=", "≤")
-            lines.append(f"| {cell(row.section)}: {cell(row.metric)} {bound} | {row.shape} | {fmt(row.value)} "
-                         f"{row.unit} | **{row.met}** |")
-    missed = missed_targets(ctx)
-    if missed:
-        lines += ["", "### Missed targets: what limits them, what was tried", ""]
-        lines += [paragraph + "\n" for paragraph in missed]
-    lines += ["", "## Model shapes", "", "| shape | weights | ViT | Q-Former | T5 | parameters (M) |",
-              "|---|---|---|---|---|---|"]
-    lines += [f"| {s['shape']} | {s['weights']} | {s['ViT']} | {s['Q-Former']} | {s['T5']} | {s['params (M)']} |"
-              for s in shapes]
-    for section, text in SECTIONS.items():
-        rows = [row for row in ctx.results.rows if row.section == section]
-        lines += ["", f"## {section[0].upper() + section[1:]}", "", text, ""]
-        if section == bench_profile.SECTION:
-            lines += [CHANGE_TEXT, ""]
-        if rows:
-            lines += ["| metric | shape | value | unit | target | met | note |", "|---|---|---|---|---|---|---|"]
-            lines += [f"| {cell(r.metric)} | {r.shape} | {fmt(r.value)} | {r.unit} | {r.target} | {r.met} "
-                      f"| {cell(r.note)} |" for r in rows]
-        for note in ctx.results.notes.get(section, []):
-            lines += ["", note]
-    md_path.write_text("\n".join(lines) + "\n")
-    return md_path, csv_path
+        writer.writerows(r.rows)
+    return out / "benchmarks.md"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small shapes and sizes (smoke run, < 2 min)")
-    parser.add_argument("--out", type=Path, default=ROOT / "reports")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = the cores not busy now")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=REPORT.parent)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--probe", nargs=3, metavar=("KIND", "SHAPE", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    started = time.perf_counter()
-    threads, threads_note = choose_threads(args.threads)
-    torch.set_num_threads(threads)
-    ctx = Context(quick=args.quick, threads=threads, out=args.out)
-    load_start = "{:.2f}, {:.2f}, {:.2f}".format(*os.getloadavg())
-    print(f"benchmarks ({'quick' if args.quick else 'full'}), torch threads {threads_note}", flush=True)
-
-    models = {shape: build_model(shape) for shape in (ctx.small, ctx.large)}
-    shapes = [describe(shape, model) for shape, model in models.items()]
-    errors: list[str] = []
-    chain_rate: dict[str, float] = {}
-
-    def section(name, fn, *a):
-        print(f"== {name} {' '.join(str(x) for x in a if isinstance(x, str))}", flush=True)
-        try:
-            return fn(*a)
-        except Exception as err:  # report and go on: the other sections still say something
-            traceback.print_exc()
-            errors.append(f"{name} {[x for x in a if isinstance(x, str)]}: {type(err).__name__}: {err}")
-            return None
-
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.probe:
+        print(json.dumps(probe(args.probe[0], args.probe[1], int(args.probe[2]))))
+        return 0
+    started, r = time.perf_counter(), Results()
+    small, large = ("tiny", "mini") if args.quick else ("mini", "base")
+    rounds = 1 if args.quick else 2
+    models = {shape: build_model(shape) for shape in (small, large)}
+    mini_model = models["mini"]
     for shape, model in models.items():
-        section(bench_localizer.SECTION, bench_localizer.run, ctx, shape, model)
-    section(bench_sweep.SECTION, bench_sweep.run, ctx, "mini", models["mini"])
-    for shape, model in models.items():
-        out = section(bench_throughput.SECTION, bench_throughput.run, ctx, shape, model)
-        if out:
-            chain_rate[shape] = out["chain_questions_per_second"]
-    section(bench_profile.SECTION, bench_profile.run, ctx, ctx.large, models[ctx.large])
-    section(bench_memory.SECTION, bench_memory.run, ctx)
-    # last: training changes the bridges of the model it trains
-    section(bench_training.SECTION, bench_training.run, ctx, ctx.large, models[ctx.large], chain_rate.get(ctx.large))
+        localizer_readout(r, shape, model, 1 if shape == "base" else 2 if args.quick else 4, rounds)
+    sweep(r, mini_model, WORLD.qa_samples("val")[:4 if args.quick else 32], WorldFrameReader(WORLD),
+          "mini-world videos", rounds)
+    if not args.quick:
+        clips = ["bikes", "carphone_pristine", "carphone_distorted"]
+        samples = [VideoQASample(f"clip-{i}", clips[i % 3], s.question, list(s.options), s.answer, dataset="world")
+                   for i, s in enumerate(world_questions(12))]
+        sweep(r, mini_model, samples, VideoFileReader(paths.SAMPLE_VIDEOS_DIR), "real clips (PyAV)", rounds)
+    chain_rate = {shape: throughput(r, shape, model, 2 if shape == "base" else 8, rounds)
+                  for shape, model in models.items()}
+    memory(r, args.quick, large, small)
+    decoding(r, 2 if args.quick else 5)
+    train_rates(r, large, models[large], chain_rate[large])  # last: it changes the bridges it trains
+    import bench_grid
 
-    meta = dict(command="benchmarks/run_all.py" + (" --quick" if args.quick else ""),
-                date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                minutes=(time.perf_counter() - started) / 60, cores=os.cpu_count(), threads=threads_note,
-                load_start=load_start, load_end="{:.2f}, {:.2f}, {:.2f}".format(*os.getloadavg()),
-                python=platform.python_version())
-    md, csv_path = write_reports(ctx, meta, shapes, errors)
-    print(f"wrote {md} and {csv_path} in {meta['minutes']:.1f} min", flush=True)
-    return 1 if errors else 0
+    grid = f"{GRID_HEADING}\n\n(not run with --quick)" if args.quick else bench_grid.main([])
+    header = (f"Generated by `benchmarks/run_all.py{' --quick' if args.quick else ''}` on "
+              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in "
+              f"{(time.perf_counter() - started) / 60:.1f} min; "
+              f"torch {torch.__version__}, {torch.get_num_threads()} threads. Speed figures are ratios of interleaved "
+              f"best-of timings in this process; absolute rates are orientation only.")
+    path = write_reports(r, args.out, header, [describe(s, m) for s, m in models.items()], grid)
+    failed = [x for x in r.rows if x["met"] == "no" and x["metric"].startswith("max |kit")]
+    print(f"wrote {path}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

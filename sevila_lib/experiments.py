@@ -41,7 +41,7 @@ MINI_RECIPES: dict[str, dict] = {
     "refine_localizer": dict(init_lr=1e-3, warmup_steps=20, epochs=8, batch_size=8, num_frames=4,
                              label_mode="online", label_policy="argmax"),
 }
-SMOKE = dict(epochs=1, max_steps=2)
+SMOKE = dict(epochs=1, max_steps=2, batch_size=4, grad_accum_steps=1)  # any profile: two small steps
 # Optimizer steps between checkpoints, so an interrupted notebook run resumes instead of starting at step 1
 # (mini: a few seconds of CPU work per 25 steps and a checkpoint of a few MB; paper: about every 10 minutes).
 CHECKPOINT_EVERY = {"mini": 25, "paper": 200}

@@ -1,10 +1,12 @@
 """Keyframe explorer: one question's frame strip with its frame scores, the selected keyframes, the true moments
-and the Answerer's option probabilities — as a static figure (`plot_question`) and as an ipywidgets browser
-(`keyframe_explorer`, `notebooks/01_forward_chain.ipynb`) that filters questions and re-selects with any rule and k.
+and the Answerer's option probabilities — as a static figure (`plot_question`; `plot_keyframes` draws it from plain
+values for `sevila_lib.ask`) and as an ipywidgets browser (`keyframe_explorer`, `notebooks/01_forward_chain.ipynb`)
+that filters questions and re-selects with any rule and k.
 
 Figures are built with `matplotlib.figure.Figure`, not pyplot, so Jupyter never auto-displays a second, stale copy
-under the widget, which shows each figure as a PNG image widget (redrawn in place). The widget needs a running kernel: a notebook re-opened without one shows the saved static
-figure (`reports/figures/`) but an empty explorer until its cell is run again.
+under the widget, which shows each figure as a PNG image widget (redrawn in place). The widget needs a running
+kernel: a notebook re-opened without one shows the saved static figure (`reports/figures/`) but an empty explorer
+until its cell is run again.
 """
 from __future__ import annotations
 
@@ -30,16 +32,38 @@ def verdict(row: pd.Series) -> str:
 
 
 def plot_question(evaluator: Evaluator, row: pd.Series, max_frames: int = 16) -> Figure:
-    """Frame strip (selected keyframes boxed in orange, relevant frames' numbers in green), the score of every
-    sampled frame, and the option probabilities of one predictions-table row; the title says the question, the
-    predicted and the gold option."""
+    """`plot_keyframes` for one predictions-table row; the title says the question, the predicted and the gold
+    option (✓/✗)."""
     sample = next(s for s in evaluator.samples if s.question_id == row.question_id)
     sampled, selected = list(row.sampled_frames), [int(i) for i in row.selected_frames]
+    shown = _shown_frames(sampled, selected, max_frames)
+    pred, gold = int(row.prediction), int(sample.answer)
+    title = (f"{row.question_id} [{sample.question_type}]: {sample.question}\n"
+             f"{verdict(row)} predicted {chr(65 + pred)} ({sample.options[pred]}), "
+             f"gold {chr(65 + gold)} ({sample.options[gold]})")
+    return plot_keyframes(evaluator.reader.read(sample, shown), shown, sampled, _listed(row.get("frame_scores")),
+                          selected, sample.options, list(row.option_probs), gold,
+                          [int(i) for i in _listed(row.get("relevant_frames"))], title, prediction=pred,
+                          score_label=f"{row.get('scorer', 'Localizer')} score",
+                          selected_label=f"selected ({row.get('rule', 'top_k')}, k={len(selected)})")
+
+
+def _shown_frames(sampled: list[int], selected: list[int], max_frames: int) -> list[int]:
+    """At most `max_frames` of the sampled frames, evenly spread, plus every selected keyframe."""
     shown = sampled if len(sampled) <= max_frames else [sampled[i] for i in
                                                         np.linspace(0, len(sampled) - 1, max_frames).astype(int)]
-    shown = sorted(set(shown) | set(selected))
-    frames = evaluator.reader.read(sample, shown)
-    relevant = {int(i) for i in _listed(row.get("relevant_frames"))}
+    return sorted(set(shown) | set(selected))
+
+
+def plot_keyframes(frames, shown: list[int], sampled: list[int], frame_scores, selected: list[int],
+                   options: list[str], option_probs: list[float], answer: int | None = None,
+                   relevant: Sequence[int] = (), title: str = "", prediction: int | None = None,
+                   score_label: str = "Localizer score", selected_label: str = "selected") -> Figure:
+    """The explorer figure from plain values: thumbnails `frames` (uint8 (len(shown), H, W, 3)) of the video frames
+    `shown`, keyframes boxed in orange, relevant frames' numbers in green; the score of each `sampled` frame (empty
+    or None: no scores); option probabilities (green: `answer`, the gold one if known; red: a wrong `prediction`).
+    Used by `plot_question` and `sevila_lib.ask`."""
+    relevant = set(relevant)
     fig = Figure(figsize=(10, 7.2), dpi=100, layout="constrained")  # 1000 px: shown unscaled in JupyterLab
     grid = fig.add_gridspec(3, len(shown), height_ratios=[1.0, 1.3, 1.2])
     for col, (index, frame) in enumerate(zip(shown, frames)):
@@ -51,31 +75,28 @@ def plot_question(evaluator: Evaluator, row: pd.Series, max_frames: int = 16) ->
             for side in ax.spines.values():
                 side.set_edgecolor("orange"), side.set_linewidth(3)
     ax = fig.add_subplot(grid[1, :])
-    scores = _listed(row.get("frame_scores"))
+    scores = _listed(frame_scores)
     if scores:
-        label = f"{row.get('scorer', 'Localizer')} score"
-        ax.plot(sampled, scores, marker=".", color="tab:blue", label=label)
+        ax.plot(sampled, scores, marker=".", color="tab:blue", label=score_label)
         ax.scatter(selected, [scores[sampled.index(i)] for i in selected], color="orange", s=50, zorder=3,
-                   label=f"selected ({row.get('rule', 'top_k')}, k={len(selected)})")
+                   label=selected_label)
         ax.legend(loc="best", fontsize=FONT - 1)
     else:
-        ax.vlines(selected, 0, 1, color="orange", label="selected")
+        ax.vlines(selected, 0, 1, color="orange", label=selected_label)
     for index in relevant:
         ax.axvspan(index - 0.5, index + 0.5, color="green", alpha=0.2)
-    ax.set_xlabel("frame index (green: relevant moment)", fontsize=FONT)
+    ax.set_xlabel("frame index" + (" (green: relevant moment)" if relevant else ""), fontsize=FONT)
     ax.tick_params(labelsize=FONT - 1)
     ax = fig.add_subplot(grid[2, :])
-    letters = [f"{chr(65 + i)}: {o}" for i, o in enumerate(sample.options)]
-    colours = ["tab:green" if i == sample.answer else
-               ("tab:red" if i == int(row.prediction) else "tab:gray") for i in range(len(letters))]
-    ax.barh(letters[::-1], list(row.option_probs)[::-1], color=colours[::-1])
+    letters = [f"{chr(65 + i)}: {o}" for i, o in enumerate(options)]
+    colours = ["tab:green" if i == answer else ("tab:red" if i == prediction else "tab:gray")
+               for i in range(len(letters))]
+    ax.barh(letters[::-1], list(option_probs)[::-1], color=colours[::-1])
     ax.set_xlim(0, 1)
-    ax.set_xlabel("Answerer option probability (green: gold; red: a wrong prediction)", fontsize=FONT)
+    ax.set_xlabel("Answerer option probability" + (" (green: gold; red: a wrong prediction)" if answer is not None
+                                                   else ""), fontsize=FONT)
     ax.tick_params(labelsize=FONT)
-    pred, gold = int(row.prediction), int(sample.answer)
-    fig.suptitle(f"{row.question_id} [{sample.question_type}]: {sample.question}\n"
-                 f"{verdict(row)} predicted {chr(65 + pred)} ({sample.options[pred]}), "
-                 f"gold {chr(65 + gold)} ({sample.options[gold]})", fontsize=FONT + 1)
+    fig.suptitle(title, fontsize=FONT + 1)
     return fig
 
 

@@ -101,3 +101,14 @@ def select_keyframes(frame_scores: Tensor, num_keyframes: int) -> Tensor:
     from .selection import Rule
 
     return Rule("top_k")(frame_scores, num_keyframes)
+
+
+def generate_yes_scores(llm, inputs_embeds: Tensor, attention_mask: Tensor, tokens: AnswerTokens,
+                        max_new_tokens: int = 30) -> tuple[Tensor, int]:
+    """The official Localizer read-out, for parity checks and speed comparisons (`SeViLA.generate` in the
+    official `lavis/models/sevila_models/sevila.py`): greedy `generate()` for up to 30 tokens, keeping the "yes"
+    logit of the first step. (N, L, D) -> (yes logits (N,), decoder steps run). `yes_scores` gives the same
+    numbers from one decoder step."""
+    out = llm.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                       num_beams=1, do_sample=False, min_length=1, output_scores=True, return_dict_in_generate=True)
+    return out.scores[0][:, tokens.yes_id].float(), len(out.scores)

@@ -9,7 +9,7 @@ Everything that touches video frames lives here, in four parts:
 3. `write_video` — writes uint8 frames as a real mp4, so synthetic videos go through the normal read path.
 4. `frames_to_tensor` — resize, optional random resized crop, CLIP normalisation, in plain torch.
 
-Introduced in `notebooks/01_forward_chain.ipynb`. Timing of the decoding strategies: `benchmarks/bench_decode.py`.
+Introduced in `notebooks/01_forward_chain.ipynb`. Timing of the decoding strategies: `benchmarks/run_all.py` (section 6).
 """
 from __future__ import annotations
 
@@ -314,7 +314,7 @@ class VideoFileReader:
     backend="pyav" (default) or "decord" (the official decoder; optional, imported lazily). Both give the
     same frame count, fps and pixels on the sample clips (tests/test_video.py). `info` is cached per path.
 
-    `seek` (PyAV only): True, False or "auto". Measured with `benchmarks/bench_decode.py` (32 frames): for
+    `seek` (PyAV only): True, False or "auto". Measured in `benchmarks/run_all.py`, section 6 (32 frames): for
     frames spread over the whole clip, seeking is 0.9-1.0x decode-through (it must decode nearly everything
     anyway, and pays an extra demux pass); for a window over the last fifth of a clip with several keyframes
     (bikes.mp4) it is 2.0-2.7x faster. "auto" therefore seeks only for windowed samples (`start`/`end` set:
