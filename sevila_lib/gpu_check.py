@@ -242,7 +242,7 @@ def stage_loss(model, stage: str, features, qa, loc, answers, k: int = 4):
     """The loss of one training step of `stage` from raw ViT features (B, T, P, Dv)."""
     import torch
 
-    from .scoring import select_keyframes
+    from .chain import keyframe_loss, select_keyframes
 
     if stage == "pretrain_localizer":
         relevant = torch.rand(features.shape[:2], generator=torch.Generator().manual_seed(0)) < 0.3
@@ -250,9 +250,8 @@ def stage_loss(model, stage: str, features, qa, loc, answers, k: int = 4):
     if stage == "refine_localizer":
         return model.localizer_loss(features, loc, pseudo_labels(model, features, qa, answers))
     with torch.no_grad():  # the frozen Localizer picks the keyframes
-        keyframes = select_keyframes(model.localize(features, loc), k)
-    selected = features[torch.arange(len(features), device=features.device)[:, None], keyframes.to(features.device)]
-    return model.answerer_loss(selected, qa, answers.tolist())
+        keyframes = select_keyframes(model.localize(features, loc), "top_k", k)
+    return keyframe_loss(model, features, keyframes, qa, answers.tolist())  # the chain's one gather
 
 
 def measure_training(check: Check, model, stages: dict[str, tuple[int, int]]) -> None:
