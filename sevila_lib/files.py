@@ -9,10 +9,12 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
-import pandas as pd
 from torch import Tensor
+
+if TYPE_CHECKING:  # pandas stays off the import path of loading weights (gpu_check's minimal machines)
+    import pandas as pd
 
 
 @contextmanager
@@ -64,7 +66,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def write_dataframe(table: pd.DataFrame, path: str | os.PathLike) -> Path:
+def write_dataframe(table: "pd.DataFrame", path: str | os.PathLike) -> Path:
     """A DataFrame, atomically: .parquet keeps list columns, anything else is CSV."""
     if Path(path).suffix == ".parquet":
         return atomic_write(path, lambda tmp: table.to_parquet(tmp, index=False))
