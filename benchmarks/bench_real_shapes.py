@@ -23,6 +23,7 @@ import torch  # noqa: E402
 
 from sevila_lib import gpu_check, paths  # noqa: E402
 from sevila_lib.config import preset  # noqa: E402
+from sevila_lib.chain import answer_keyframes  # noqa: E402
 from sevila_lib.model import SeViLA  # noqa: E402
 from sevila_lib.scoring import generate_yes_scores, select_keyframes  # noqa: E402
 
@@ -99,7 +100,7 @@ def main(argv=None) -> str:
         (official_scores, steps), gen = clock(official)
         add(f"Localizer, official generate(max_new_tokens=30) ({steps} steps)", gen)
         keyframes = select_keyframes(scores, K)
-        _, answer = clock(lambda: model.answer(features[:, keyframes[0]], qa, 5))
+        _, answer = clock(lambda: answer_keyframes(model, features, keyframes, qa, 5))
         add(f"Answerer on the top-{K}", answer)
     diff = (scores[0] - official_scores).abs().max().item()
     features = features.clone()  # an ordinary tensor: inference-mode tensors cannot enter autograd
@@ -108,7 +109,7 @@ def main(argv=None) -> str:
         optimizer = gpu_check.optimizer_for(model, bridge)
         model.train()
 
-        def step():
+        def step(optimizer=optimizer):
             loss = gpu_check.stage_loss(model, stage, features[:, :frames], qa, loc, torch.tensor([2]))
             loss.backward()
             optimizer.step()

@@ -284,7 +284,7 @@ def export_world(out_dir: str | Path, split: str = "val", limit: int | None = No
         "    aggregation: mean",
         "    higher_is_better: true",
         "metadata:",
-        f"  version: 0.0.1",
+        "  version: 0.0.1",
         f"  world_seed: {seed}",
     ]))
 

@@ -242,6 +242,40 @@ def file_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def retrain_and_compare(train, config, shipped_dir: Path, started: float) -> int:
+    """`verify` of a shipped model (mini BLIP-2, mini CLIP): `train(config, tmp)` into a temporary folder, then
+    compare the weights with the shipped ones byte for byte; prints the verdict, returns the exit status."""
+    with tempfile.TemporaryDirectory() as tmp:
+        train(config, tmp)
+        same = file_digest(Path(tmp) / "model.safetensors") == file_digest(shipped_dir / "model.safetensors")
+    print(f"retrained in {time.time() - started:.0f} s: weights {'IDENTICAL to' if same else 'DIFFER from'} "
+          f"{shipped_dir / 'model.safetensors'}")
+    return 0 if same else 1
+
+
+def card_footer(out_dir: str | Path, module: str, config_file: str, test_file: str,
+                seconds: float | None) -> list[str]:
+    """The lines every shipped model's card ends with: training time, weights digest, how to check them."""
+    lines = ["", f"Training took {seconds:.0f} s on this machine."] if seconds is not None else []
+    return lines + ["", f"SHA-256 of `model.safetensors`: `{file_digest(Path(out_dir) / 'model.safetensors')}`. "
+                    f"`python -m {module} verify` retrains with the stored `{config_file}` in a temporary folder and "
+                    f"compares the weights byte for byte (training is seeded and runs on one thread; `{test_file}` "
+                    "checks that two short runs give identical bytes). A CPU with other vector units may round "
+                    "differently, so another machine can differ in the last bits."]
+
+
+def shipped_model_parser(module: str, doc: str, out: Path, steps: int, evaluate_help: str) -> argparse.ArgumentParser:
+    """The command line of a shipped model: train | evaluate | verify, --out, --steps."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["train", "evaluate", "verify"],
+                        help=f"train: regenerate the model and its card; evaluate: {evaluate_help}; "
+                             "verify: retrain in a temporary folder and compare the weights with the shipped ones")
+    parser.add_argument("--out", type=Path, default=out)
+    parser.add_argument("--steps", type=int, default=steps)
+    return parser
+
+
 def write_model_card(model: SeViLA, accuracy: pd.DataFrame, out_dir: str | Path = paths.MINI_MODEL_DIR,
                      seconds: float | None = None) -> Path:
     stored = Path(out_dir) / "pretrain_config.json"
@@ -271,36 +305,19 @@ def write_model_card(model: SeViLA, accuracy: pd.DataFrame, out_dir: str | Path 
     target_met = bool(len(frame_level)) and bool((frame_level.accuracy >= 0.9).all())
     lines += ["", f"Target: at least 90% on video questions read from one relevant frame — "
               f"{'met' if target_met else 'NOT met'} by this checkpoint (see the table)."]
-    if seconds is not None:
-        lines += ["", f"Training took {seconds:.0f} s on this machine."]
-    lines += ["", f"SHA-256 of `model.safetensors`: `{file_digest(Path(out_dir) / 'model.safetensors')}`. "
-              "`python -m sevila_lib.mini verify` retrains with the stored `pretrain_config.json` in a temporary "
-              "folder and compares the weights byte for byte (training is seeded and runs on one thread; "
-              "`tests/test_mini.py` checks that two short runs give identical bytes). A CPU with other vector units may "
-              "round differently, so another machine can differ in the last bits."]
+    lines += card_footer(out_dir, "sevila_lib.mini", "pretrain_config.json", "tests/test_mini.py", seconds)
     path = Path(out_dir) / "README.md"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sevila_lib.mini", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["train", "evaluate", "verify"],
-                        help="train: regenerate the model and its card; evaluate: rewrite the card's accuracy; "
-                             "verify: retrain in a temporary folder and compare the weights with the shipped ones")
-    parser.add_argument("--out", type=Path, default=paths.MINI_MODEL_DIR)
-    parser.add_argument("--steps", type=int, default=PretrainConfig.steps)
-    args = parser.parse_args(argv)
+    args = shipped_model_parser("sevila_lib.mini", __doc__, paths.MINI_MODEL_DIR, PretrainConfig.steps,
+                                "rewrite the card's accuracy").parse_args(argv)
     started = time.time()
     if args.command == "verify":
         shipped = json.loads((args.out / "pretrain_config.json").read_text())
-        with tempfile.TemporaryDirectory() as tmp:
-            pretrain(PretrainConfig(**shipped), tmp)
-            same = file_digest(Path(tmp) / "model.safetensors") == file_digest(args.out / "model.safetensors")
-        print(f"retrained in {time.time() - started:.0f} s: weights {'IDENTICAL to' if same else 'DIFFER from'} "
-              f"{args.out / 'model.safetensors'}")
-        return 0 if same else 1
+        return retrain_and_compare(pretrain, PretrainConfig(**shipped), args.out, started)
     if args.command == "train":
         model = pretrain(PretrainConfig(steps=args.steps), args.out)
         seconds = time.time() - started

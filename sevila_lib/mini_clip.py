@@ -39,10 +39,8 @@ looks like. The world reproduces the row's mechanics, not its ranking (`notebook
 """
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -55,7 +53,7 @@ import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPModel
 
 from . import paths, scoring, world as world_mod
-from .mini import file_digest
+from .mini import card_footer, retrain_and_compare, shipped_model_parser
 from .similarity import SimilarityScorer
 from .tokenizer import build_world_tokenizer
 from .video import frames_to_tensor, relevant_frame_mask, segment_frame_indices
@@ -267,36 +265,19 @@ def write_model_card(scorer: SimilarityScorer, table: pd.DataFrame, out_dir: str
     lines += [f"| {r.question_type} | {r.questions} | {100 * r.similarity_top4:.1f}% | "
               f"{100 * r.similarity_top1:.1f}% | {100 * r.uniform_4:.1f}% | {r.similarity_margin:+.3f} |"
               for r in table.itertuples()]
-    if seconds is not None:
-        lines += ["", f"Training took {seconds:.0f} s on this machine."]
-    lines += ["", f"SHA-256 of `model.safetensors`: `{file_digest(Path(out_dir) / 'model.safetensors')}`. "
-              "`python -m sevila_lib.mini_clip verify` retrains with the stored `train_config.json` in a temporary "
-              "folder and compares the weights byte for byte (training is seeded and runs on one thread; "
-              "`tests/test_similarity.py` checks that two short runs give identical bytes). A CPU with other "
-              "vector units may round differently, so another machine can differ in the last bits."]
+    lines += card_footer(out_dir, "sevila_lib.mini_clip", "train_config.json", "tests/test_similarity.py", seconds)
     path = Path(out_dir) / "README.md"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sevila_lib.mini_clip", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["train", "evaluate", "verify"],
-                        help="train: regenerate the model and its card; evaluate: rewrite the card's hit-rates; "
-                             "verify: retrain in a temporary folder and compare the weights with the shipped ones")
-    parser.add_argument("--out", type=Path, default=paths.MINI_CLIP_DIR)
-    parser.add_argument("--steps", type=int, default=TrainConfig.steps)
-    args = parser.parse_args(argv)
+    args = shipped_model_parser("sevila_lib.mini_clip", __doc__, paths.MINI_CLIP_DIR, TrainConfig.steps,
+                                "rewrite the card's hit-rates").parse_args(argv)
     started = time.time()
     if args.command == "verify":
         shipped = json.loads((args.out / "train_config.json").read_text())
-        with tempfile.TemporaryDirectory() as tmp:
-            train(TrainConfig(**shipped), tmp)
-            same = file_digest(Path(tmp) / "model.safetensors") == file_digest(args.out / "model.safetensors")
-        print(f"retrained in {time.time() - started:.0f} s: weights {'IDENTICAL to' if same else 'DIFFER from'} "
-              f"{args.out / 'model.safetensors'}")
-        return 0 if same else 1
+        return retrain_and_compare(train, TrainConfig(**shipped), args.out, started)
     seconds = None
     if args.command == "train":
         train(TrainConfig(steps=args.steps), args.out)

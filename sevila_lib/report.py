@@ -7,9 +7,7 @@ half-written report (STYLE.md §1: `reports/` is generated, one command regenera
 """
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
