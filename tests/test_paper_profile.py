@@ -82,8 +82,7 @@ def test_paper_profile_runs_every_notebook_on_real_files(tmp_path, tokenizer):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
 
     executed = sorted(reports.glob("[0-9][0-9]_*.ipynb"))
-    assert [p.stem for p in executed] == ["00_setup", "01_forward_chain", "02_reverse_chain", "03_ablation_frames",
-                                          "04_ablation_prompts", "05_ablation_threshold", "06_paper_tables"]
+    assert [p.stem for p in executed] == [p.stem for p in notebooks.notebook_paths()]
     for path in executed:
         nb = nbformat.read(path, 4)
         assert nb.metadata["papermill"]["parameters"]["profile"] == "paper"
