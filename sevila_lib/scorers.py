@@ -113,7 +113,7 @@ class FileScorer(Scorer):
     name = "file"
 
     def __init__(self, path: str | Path):
-        super().__init__(path=Path(path).name)
+        super().__init__(path=str(Path(path).resolve()))  # the label keys the Evaluator's score cache
         self.path = Path(path)
         data = json.loads(self.path.read_text())
         entries = data.get("questions", data) if isinstance(data, dict) else None
