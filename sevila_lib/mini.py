@@ -41,6 +41,7 @@ import torch
 
 from . import checkpoints, paths, prompts, world as world_mod
 from .config import SevilaConfig, make_blip2_config
+from .files import atomic_write_text
 from .model import SeViLA
 from .tokenizer import build_world_tokenizer
 from .video import frames_to_tensor
@@ -264,6 +265,18 @@ def card_footer(out_dir: str | Path, module: str, config_file: str, test_file: s
                     "differently, so another machine can differ in the last bits."]
 
 
+def recorded_training_seconds(out_dir: Path) -> float | None:
+    """The training time an existing card records (`evaluate` rewrites the card and keeps it)."""
+    card = Path(out_dir) / "README.md"
+    found = re.search(r"Training took (\d+) s", card.read_text()) if card.exists() else None
+    return float(found.group(1)) if found else None
+
+
+def save_card(out_dir: str | Path, lines: list[str]) -> Path:
+    """A shipped model's card, written atomically beside its weights."""
+    return atomic_write_text(Path(out_dir) / "README.md", "\n".join(lines) + "\n")
+
+
 def shipped_model_parser(module: str, doc: str, out: Path, steps: int, evaluate_help: str) -> argparse.ArgumentParser:
     """The command line of a shipped model: train | evaluate | verify, --out, --steps."""
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc,
@@ -306,9 +319,7 @@ def write_model_card(model: SeViLA, accuracy: pd.DataFrame, out_dir: str | Path 
     lines += ["", f"Target: at least 90% on video questions read from one relevant frame — "
               f"{'met' if target_met else 'NOT met'} by this checkpoint (see the table)."]
     lines += card_footer(out_dir, "sevila_lib.mini", "pretrain_config.json", "tests/test_mini.py", seconds)
-    path = Path(out_dir) / "README.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return save_card(out_dir, lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,9 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.time() - started
     else:
         model = load_mini(args.out)
-        previous = re.search(r"Training took (\d+) s", (args.out / "README.md").read_text()) \
-            if (args.out / "README.md").exists() else None
-        seconds = float(previous.group(1)) if previous else None
+        seconds = recorded_training_seconds(args.out)
     accuracy = image_accuracy(model)
     print(accuracy.to_string(index=False))
     print(write_model_card(model, accuracy, args.out, seconds))

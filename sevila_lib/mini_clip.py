@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPModel
 
 from . import paths, scoring, world as world_mod
-from .mini import card_footer, retrain_and_compare, shipped_model_parser
+from .mini import card_footer, recorded_training_seconds, retrain_and_compare, save_card, shipped_model_parser
 from .similarity import SimilarityScorer
 from .tokenizer import build_world_tokenizer
 from .video import frames_to_tensor, relevant_frame_mask, segment_frame_indices
@@ -266,9 +266,7 @@ def write_model_card(scorer: SimilarityScorer, table: pd.DataFrame, out_dir: str
               f"{100 * r.similarity_top1:.1f}% | {100 * r.uniform_4:.1f}% | {r.similarity_margin:+.3f} |"
               for r in table.itertuples()]
     lines += card_footer(out_dir, "sevila_lib.mini_clip", "train_config.json", "tests/test_similarity.py", seconds)
-    path = Path(out_dir) / "README.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return save_card(out_dir, lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,13 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "verify":
         shipped = json.loads((args.out / "train_config.json").read_text())
         return retrain_and_compare(train, TrainConfig(**shipped), args.out, started)
-    seconds = None
     if args.command == "train":
         train(TrainConfig(steps=args.steps), args.out)
         seconds = time.time() - started
-    elif (args.out / "README.md").exists():
-        previous = re.search(r"Training took (\d+) s", (args.out / "README.md").read_text())
-        seconds = float(previous.group(1)) if previous else None
+    else:
+        seconds = recorded_training_seconds(args.out)
     scorer = SimilarityScorer.from_pretrained(args.out)
     table = hit_rate_table(keyframe_hits(scorer))
     print(table.to_string(index=False))
