@@ -448,6 +448,78 @@ def _yes_no(scene: FrameScene, label: str, about_background: bool, rng: np.rando
     return f"Is there a {colour} {shape} in the image?"
 
 
+# Answerability judgements, the stand-in for what Flan-T5's instruction tuning gives real BLIP-2 for zero-shot
+# localisation: "does this image show what this question needs?". The instructions are deliberately NOT
+# SeViLA's localisation prompts (`prompts.LOCALIZER_PROMPTS`, `prompts.VLEP_LOCALIZER_PROMPT`) nor the kit's own
+# variants in notebooks/04_ablation_prompts.ipynb (tests/test_world.py checks), so the zero-shot Localizer
+# still meets its instruction for the first time, and the prompt ablation (paper Table 16) still measures
+# transfer. Layouts vary (question first or last, with or without options) so that the judgement, not one
+# string, is what is learnt.
+ANSWERABILITY_TEMPLATES = (
+    "Question: {question} Options: ({options}) Can this question be answered by looking at the picture?",
+    "Question: {question} Is the picture enough to answer this?",
+    "Look at the picture. Could someone answer the following question from it alone? Question: {question}",
+    "Question: {question} Choices: {options} Does the picture contain the evidence to choose the right one?",
+    "Is it possible to answer the question below using only this image? Question: {question} Options: ({options})",
+    "Question: {question} Would this image alone let you answer it? Answer:",
+)
+# The single-frame forms of the descriptive, temporal and causal video questions (`video_questions`); counting
+# is left out: no one frame answers it.
+ANSWERABILITY_KINDS = ("colour", "shape", "dark_colour", "square_change")
+
+
+def _video_question(scenes: Sequence[FrameScene], kind: str, rng: np.random.Generator
+                    ) -> tuple[str, list[str], Predicate] | None:
+    """A question of family `kind` that the video of `scenes` poses with a unique answer, as `video_questions`
+    words it: (question, options, which frames answer it), or None if the video has no such question."""
+    objects = {(o.shape, o.colour) for s in scenes for o in s.objects}
+    if kind == "colour":  # a moving shape seen in one colour only
+        shapes = sorted(sh for sh in MOVING_SHAPES if len({c for s, c in objects if s == sh}) == 1)
+        if not shapes:
+            return None
+        shape = shapes[int(rng.integers(len(shapes)))]
+        return f"what colour is the {shape}?", [f"{c}." for c in COLOURS], lambda f: f.has(shape=shape)
+    if kind == "shape":  # a colour worn by one shape only (never the square, whose colour changes)
+        colours = sorted(c for c in COLOURS if {s for s, c2 in objects if c2 == c} in ({sh} for sh in MOVING_SHAPES))
+        if not colours:
+            return None
+        colour = colours[int(rng.integers(len(colours)))]
+        return f"which shape is {colour}?", [f"a {s}." for s in SHAPES], lambda f: f.has(colour=colour)
+    if kind == "dark_colour":
+        dark = sorted({(o.shape, o.colour) for s in scenes if s.background == "dark" for o in s.objects})
+        if not dark:
+            return None
+        shape, colour = dark[int(rng.integers(len(dark)))]
+        return (f"what colour is the {shape} after the background turns dark?", [f"{c}." for c in COLOURS],
+                lambda f: f.background == "dark" and f.has(shape, colour))
+    if kind == "square_change":
+        touchers = sorted({(t.shape, t.colour) for s in scenes if (t := s.toucher()) is not None})
+        if not touchers:
+            return None
+        shape, colour = touchers[int(rng.integers(len(touchers)))]
+        return (f"how does the square change when the {colour} {shape} touches it?",
+                [f"it turns {c}." for c in COLOURS],
+                lambda f: (t := f.toucher()) is not None and (t.shape, t.colour) == (shape, colour))
+    raise ValueError(f"unknown answerability kind {kind!r}; choose from {ANSWERABILITY_KINDS}")
+
+
+def _answerability(scenes: Sequence[FrameScene], kind: str, label: str, rng: np.random.Generator
+                   ) -> tuple[int, str] | None:
+    """(frame index, instruction text) whose answer is `label`: yes iff that ONE frame of the video answers a
+    question the video poses. Negatives come from the same video, as the Localizer's do, half of them from
+    frames that show something (blank frames alone would make "no" too easy)."""
+    if (made := _video_question(scenes, kind, rng)) is None:
+        return None
+    question, options, relevant = made
+    frames = [t for t, s in enumerate(scenes) if relevant(s) == (label == prompts.YES)]
+    if label == prompts.NO and rng.random() < 0.5:
+        frames = [t for t in frames if scenes[t].objects or scenes[t].background == "dark"] or frames
+    if not frames:
+        return None
+    template = ANSWERABILITY_TEMPLATES[int(rng.integers(len(ANSWERABILITY_TEMPLATES)))]
+    return frames[int(rng.integers(len(frames)))], template.format(question=question, options=" ".join(options))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The world
 # ---------------------------------------------------------------------------------------------------------
@@ -461,13 +533,17 @@ class WorldConfig:
     num_frames: int = 32
     fps: float = 4.0
     image_size: int = 32  # the mini model's input size; frames are rendered at this size directly
-    qa_videos: dict[str, int] = field(default_factory=lambda: {"train": 150, "val": 50, "test": 50})
+    # 1,000 val and 1,000 test questions (250 per family), so a 3-point difference between two settings on the
+    # same questions is detectable: when 20% of the questions change outcome between the settings, a paired 95%
+    # CI is about +-1.96 * sqrt(0.2 / n) = +-2.8 points at n = 1,000 (+-6.2 at the former 200).
+    qa_videos: dict[str, int] = field(default_factory=lambda: {"train": 150, "val": 250, "test": 250})
     moment_videos: dict[str, int] = field(default_factory=lambda: {"train": 75, "val": 25})
     queries_per_video: int = 4
     # Many pre-training videos: a ViT trained from scratch on a few thousand distinct frames memorises them
     # (measured: 97% train vs 82% val shape accuracy on 10k frames); the mini BLIP-2 sees ~40k distinct frames.
     pretrain_videos: dict[str, int] = field(default_factory=lambda: {"train": 2000, "val": 40})
-    image_kinds: dict[str, float] = field(default_factory=lambda: {"caption": 0.3, "qa": 0.4, "yes_no": 0.3})
+    image_kinds: dict[str, float] = field(default_factory=lambda: {"caption": 0.2, "qa": 0.4, "yes_no": 0.15,
+                                                                   "answerable": 0.25})
 
 
 class MomentsWorld:
@@ -539,9 +615,11 @@ class MomentsWorld:
         `crowded_share`: the share of caption and QA examples drawn from frames with two or more objects
         (most frames hold one object or none), for teaching which colour belongs to which shape.
 
-        Kinds (mixed by `config.image_kinds`): a caption after `CAPTION_PROMPT`; frame-level QA in the
-        Answerer's format (`prompts.answerer_text` -> "Option C"); "Question: Is there ...? Answer:" -> yes/no.
-        The localizer prompt is never used, so a zero-shot Localizer has to generalise as real BLIP-2 does.
+        Kinds (mixed by `config.image_kinds`): "caption" after `CAPTION_PROMPT`; "qa", frame-level QA in the
+        Answerer's format (`prompts.answerer_text` -> "Option C"); "yes_no", "Question: Is there ...? Answer:";
+        "answerable", an `ANSWERABILITY_TEMPLATES` instruction -> yes/no: does this frame answer a question its
+        video poses? No localisation prompt is ever used, so a zero-shot Localizer has to transfer the judgement
+        to an instruction it has not seen, as real BLIP-2 does.
         """
         rng = self._rng("pt", split, str(seed))
         videos = self.video_ids("pt", split)
@@ -550,7 +628,7 @@ class MomentsWorld:
         while len(out) < n:
             # Draw what to ask first, then frames until one fits: keeps kinds and yes/no balanced.
             kind = str(rng.choice(kinds, p=np.array(weights) / sum(weights)))
-            qa_kind = str(rng.choice(FRAME_QA_KINDS))
+            qa_kind = str(rng.choice(ANSWERABILITY_KINDS if kind == "answerable" else FRAME_QA_KINDS))
             label, about_background = str(rng.choice([prompts.YES, prompts.NO])), bool(rng.random() < 0.25)
             crowdable = kind == "caption" or (kind == "qa" and qa_kind in ("colour", "shape", "count"))
             least_objects = 2 if crowdable and rng.random() < crowded_share else 0
@@ -569,6 +647,10 @@ class MomentsWorld:
                     question, answer, pool, others = made
                     options, index = _options(rng, answer, pool, others)
                     texts = (prompts.answerer_text(question, options), prompts.answer_target(index))
+                elif kind == "answerable":  # the frame is chosen from the video, to match the question
+                    if (made := _answerability(self.scenes(vid), qa_kind, label, rng)) is None:
+                        continue
+                    t, texts = made[0], (made[1], label)
                 else:
                     if (question := _yes_no(scene, label, about_background, rng)) is None:
                         continue
@@ -587,6 +669,8 @@ class MomentsWorld:
                 out += [prompts.answerer_text(s.question, s.options), prompts.localizer_text(s.question, s.options)]
         for split in self.config.moment_videos:
             out += [prompts.moment_query_text(s.question) for s in self.moment_samples(split)]
+        # The answerability instructions' own words (their questions and options are the video questions').
+        out += [template.format(question="", options="") for template in ANSWERABILITY_TEMPLATES]
         # Templates with every filler word, so texts from other seeds or sizes are covered too.
         rng = np.random.default_rng(0)
         scenes = [FrameScene(bg, (Obj(0, s, c, 8, 16), Obj(1, s2, c2, 24, 16)))

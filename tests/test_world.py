@@ -9,8 +9,9 @@ import pytest
 
 from sevila_lib import prompts
 from sevila_lib.records import VideoQASample
-from sevila_lib.world import (COLOURS, FAMILIES, NUMBERS, PLURALS, MomentsWorld, WorldConfig, WorldFrameReader,
-                              relevant_frames, render_scene, world_statistics, write_world_videos)
+from sevila_lib.world import (ANSWERABILITY_TEMPLATES, COLOURS, FAMILIES, NUMBERS, PLURALS, MomentsWorld,
+                              WorldConfig, WorldFrameReader, relevant_frames, render_scene, world_statistics,
+                              write_world_videos)
 
 SMALL = dict(qa_videos={"train": 40, "val": 15, "test": 15}, moment_videos={"train": 10, "val": 5},
              pretrain_videos={"train": 20, "val": 5})
@@ -142,6 +143,14 @@ def test_splits_and_pools_are_disjoint(world):
     assert not np.array_equal(world.render("qa-train-0000"), world.render("qa-val-0000"))
 
 
+def test_default_val_and_test_splits_have_power():
+    """1,000 questions per evaluation split, families balanced, so a 3-point difference is detectable."""
+    world = MomentsWorld()
+    for split in ("val", "test"):
+        counts = Counter(s.question_type for s in world.qa_samples(split))
+        assert counts == {f: counts["descriptive"] for f in FAMILIES} and sum(counts.values()) >= 1000
+
+
 def test_uniform_keyframes_miss_localised_moments_half_the_time():
     world = MomentsWorld(WorldConfig(qa_videos={"train": 1, "val": 300, "test": 1}))
     stats = world_statistics(world, "val", num_frames=32, k=4).set_index("question_type")
@@ -155,7 +164,7 @@ def test_image_examples(world):
     examples = world.image_examples("train", 300, seed=0)
     assert len(examples) == 300
     localizer_instructions = [*prompts.LOCALIZER_PROMPTS.values(), prompts.VLEP_LOCALIZER_PROMPT]
-    yes_no, asked = Counter(), Counter()
+    yes_no, answerable, asked = Counter(), Counter(), Counter()
     for frame, text, target in examples:
         assert frame.shape == (32, 32, 3) and frame.dtype == np.uint8
         assert not any(p in text for p in localizer_instructions)
@@ -176,11 +185,75 @@ def test_image_examples(world):
         elif text == "Question: Is the background dark? Answer:":
             yes_no[target] += 1
             assert (tuple(frame[0, 0]) == (30, 30, 40)) == (target == prompts.YES)
+        elif target in (prompts.YES, prompts.NO):
+            answerable[target] += 1
+            assert any(text.startswith(t.split("{")[0]) and text.endswith(t.split("}")[-1])
+                       for t in ANSWERABILITY_TEMPLATES), text
         else:
             assert text == "Caption:" and target.endswith("background.")
-    assert yes_no[prompts.YES] > 0.35 * sum(yes_no.values()) and yes_no[prompts.NO] > 0.35 * sum(yes_no.values())
+    for counts in (yes_no, answerable):
+        assert counts[prompts.YES] > 0.35 * sum(counts.values()) and counts[prompts.NO] > 0.35 * sum(counts.values())
     # the temporal and causal video templates appear as single-frame questions
     assert asked["how does the square change"] and any("after the background turns dark" in q for q in asked)
+
+
+def _own_prompts_of_notebook_04() -> list[str]:
+    """The `own_prompts` literal of 04_ablation_prompts' parameters cell (read, so the test follows the notebook)."""
+    import ast
+
+    import nbformat
+
+    from sevila_lib import paths
+
+    cell = next(c for c in nbformat.read(paths.NOTEBOOKS_DIR / "04_ablation_prompts.ipynb", 4).cells
+                if "parameters" in c.metadata.get("tags", []))
+    node = next(n for n in ast.parse(cell.source).body
+                if isinstance(n, ast.AnnAssign) and getattr(n.target, "id", "") == "own_prompts")
+    return ast.literal_eval(node.value)
+
+
+def test_pretraining_never_shows_a_localisation_prompt():
+    """Zero-shot localisation must transfer to an unseen instruction: no localisation prompt (the paper's three
+    of Table 16, VLEP's, QVHighlights' option line, the 04 notebook's own variants) is in any pre-training text."""
+    own = _own_prompts_of_notebook_04()
+    assert len(own) >= 2
+    forbidden = [*prompts.LOCALIZER_PROMPTS.values(), prompts.VLEP_LOCALIZER_PROMPT, prompts.QVH_OPTIONS, *own]
+    world = MomentsWorld(WorldConfig(**SMALL, image_kinds={"caption": 0.1, "qa": 0.3, "yes_no": 0.2,
+                                                           "answerable": 0.4}))
+    texts = [e.input_text for e in world.image_examples("train", 2000, seed=0)]
+    instructions = [t for t in texts if t.startswith(("Question: what", "Question: which", "Question: how", "Look",
+                                                      "Is it")) and not t.endswith(prompts.ANSWERER_INSTRUCTION)]
+    assert len(instructions) > 600 and len(set(instructions)) > 100  # many answerability instructions
+    lowered = [t.lower() for t in texts]
+    for prompt in forbidden:
+        assert not any(prompt.lower() in t for t in lowered), prompt
+    assert not any(p.lower() in t.lower() for p in forbidden for t in ANSWERABILITY_TEMPLATES)
+
+
+def test_answerability_labels_say_whether_the_frame_answers():
+    """yes iff the frame shows what the question needs (the same predicates as the video questions' moments)."""
+    world = MomentsWorld(WorldConfig(**SMALL, image_kinds={"answerable": 1.0}))
+    asked = Counter()
+    for frame, text, target in world.image_examples("train", 200, seed=2):
+        dark = tuple(frame[0, 0]) == (30, 30, 40)
+        seen = {tuple(c) for c in frame.reshape(-1, 3)}
+        if m := re.search(r"what colour is the (\w+) after the background turns dark\?", text):
+            asked["temporal"] += 1
+            if target == prompts.YES:
+                assert dark and len(seen) > 1
+        elif re.search(r"how does the square change when the (\w+) (\w+) touches it\?", text):
+            asked["causal"] += 1
+            if target == prompts.YES:
+                assert len(seen) >= 3  # background, square and toucher
+        elif m := re.search(r"which shape is (\w+)\?", text):
+            asked["descriptive"] += 1
+            assert (COLOURS[m[1]] in seen) == (target == prompts.YES)
+        else:
+            assert re.search(r"what colour is the (\w+)\?", text), text
+            asked["descriptive"] += 1
+            if target == prompts.YES:
+                assert len(seen) > 1
+    assert set(asked) == {"descriptive", "temporal", "causal"}
 
 
 def test_crowded_share_draws_frames_with_several_objects():
