@@ -48,14 +48,15 @@ CHECKPOINT_EVERY = {"mini": 25, "paper": 200}
 TRAINED_BRIDGE = {"pretrain_localizer": "localizer", "refine_localizer": "localizer", "train_answerer": "answerer"}
 
 
-def recipe(ws: Workspace, stage: str, seed: int, output_dir: Path, smoke: bool = False, **overrides) -> training.TrainConfig:
-    """The training config of `stage` for the workspace's profile, with overrides."""
+def recipe(ws: Workspace, stage: str, seed: int, output_dir: Path, **overrides) -> training.TrainConfig:
+    """The training config of `stage` for the workspace's profile (two small steps in a smoke workspace), with
+    overrides."""
     if ws.profile == "paper":
         values = dict(training.PRESETS[PAPER_RECIPES[stage]])
     else:
         values = dict(stage=stage, **MINI_RECIPES[stage])
     values.update({"seed": seed, "output_dir": str(output_dir), "progress_bar": False,
-                   "checkpoint_every": CHECKPOINT_EVERY[ws.profile], **(SMOKE if smoke else {}), **overrides})
+                   "checkpoint_every": CHECKPOINT_EVERY[ws.profile], **(SMOKE if ws.smoke else {}), **overrides})
     return training.TrainConfig.from_dict(values)
 
 
@@ -91,8 +92,8 @@ def answerer_logits_cache(ws: Workspace, model: SeViLA) -> training.FrameLookup:
                                "Answerer logits")
 
 
-def train(ws: Workspace, name: str, stage: str, seed: int = 0, start_from: Sequence[str] = (), smoke: bool = False,
-          reuse: bool = True, **overrides) -> Path:
+def train(ws: Workspace, name: str, stage: str, seed: int = 0, start_from: Sequence[str] = (), reuse: bool = True,
+          **overrides) -> Path:
     """Train `stage` from the base model plus the bridges of the runs `start_from` (in order), save the bridge it
     trains to `ws.run_dir(name, seed)` and return it. An existing finished run with the same config AND the same
     starting weights is reused (the runs are deterministic), so rerunning a notebook does not retrain, while a
@@ -100,7 +101,7 @@ def train(ws: Workspace, name: str, stage: str, seed: int = 0, start_from: Seque
     with the same config and starting weights resumes from its last checkpoint (`CHECKPOINT_EVERY`) instead of
     starting again at step 1 (`reuse=False` starts over)."""
     out = ws.run_dir(name, seed)
-    config = recipe(ws, stage, seed, out / "train", smoke, **overrides)
+    config = recipe(ws, stage, seed, out / "train", **overrides)
     model, missing = ws.model_with(*start_from, seed=seed)
     if missing:
         raise FileNotFoundError(f"run {name}: start_from runs not found: {missing} (run them first)")

@@ -11,9 +11,12 @@ notebook with a partial one. The partial copy is kept as `reports/NN_name.partia
 saying that it stopped (papermill marks the error cell). The runner stops at the first failure; the earlier
 notebooks' outputs stay in place.
 
-`-p NAME=VALUE` must name a parameter declared in the parameters cell of at least one selected notebook, and
-VALUE must parse as its declared type (`int`, `float`, `bool` — true/false, yes/no, 1/0 — `str`, `list`, ...);
-otherwise the runner refuses before running anything, naming the parameter.
+Every notebook's parameters cell declares `shared: dict = {}` — the parameters all notebooks share
+(`workspace.SHARED`: profile, paths, device, seed, limits) — and a few of its own. `-p NAME=VALUE` with a name of
+`SHARED` goes into `shared` (typed by SHARED's default); any other NAME must be declared in the parameters cell
+of at least one selected notebook. VALUE must parse as the declared type (`int`, `float`, `bool` — true/false,
+yes/no, 1/0 — `str`, `list`, ...); otherwise the runner refuses before running anything, naming the parameter.
+Only this runner writes `reports/`: an interactive run's `shared` is empty, so it writes the scratch folder.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from pathlib import Path
 
 from . import paths
 
-# What a profile passes to every notebook's parameters cell (each notebook ignores what it does not declare).
+# What a profile puts into every notebook's `shared` parameters (`workspace.SHARED`).
 PROFILES: dict[str, dict] = {
     "mini": dict(profile="mini"),  # the embedded default: the moments world + the shipped mini BLIP-2
     "paper": dict(profile="paper", device="cuda"),  # real data and weights on a GPU: pass the paths with -p
@@ -91,16 +94,23 @@ def coerce_parameter(name: str, value, declared_type: str):
 
 
 def check_parameters(parameters: dict, notebooks: list[Path]) -> dict:
-    """The user's parameters with their values coerced to the declared types; ValueError names an unknown
-    parameter (with the declared ones) or a value of the wrong type."""
+    """The user's parameters with their values coerced to the declared types (a shared parameter's type is its
+    `workspace.SHARED` default's); ValueError names an unknown parameter (with the declared ones) or a value of
+    the wrong type."""
+    from .workspace import SHARED
+
     declared = declared_parameters(notebooks)
     checked = {}
     for name, value in parameters.items():
+        if name in SHARED:
+            checked[name] = coerce_parameter(name, value, type(SHARED[name]).__name__)
+            continue
         if name not in declared:
-            close = difflib.get_close_matches(name, list(declared), n=3)
+            close = difflib.get_close_matches(name, [*declared, *SHARED], n=3)
             hint = f"; did you mean {close}?" if close else ""
-            raise ValueError(f"unknown parameter {name!r}: no parameters cell of {[p.stem for p in notebooks]} "
-                             f"declares it{hint} (declared: {sorted(declared)})")
+            raise ValueError(f"unknown parameter {name!r}: neither workspace.SHARED nor a parameters cell of "
+                             f"{[p.stem for p in notebooks]} declares it{hint} (declared: {sorted(declared)}; "
+                             f"shared: {sorted(SHARED)})")
         for declared_type in sorted(set(declared[name].values())):
             checked[name] = coerce_parameter(name, value, declared_type)
     return checked
@@ -148,7 +158,11 @@ def run(profile: str = "mini", only: list[str] | None = None, smoke: bool = Fals
     user = check_parameters(dict(parameters or {}), selected)
     reports_dir = Path(reports_dir or paths.REPORTS_DIR)
     reports_dir.mkdir(parents=True, exist_ok=True)
-    params = {**PROFILES[profile], **(SMOKE if smoke else {}), "reports_dir": str(reports_dir), **user}
+    from .workspace import SHARED
+
+    shared = {**PROFILES[profile], **(SMOKE if smoke else {}), "reports_dir": str(reports_dir.resolve()),
+              **{name: value for name, value in user.items() if name in SHARED}}
+    params = {"shared": shared, **{name: value for name, value in user.items() if name not in SHARED}}
     executed = []
     for source in selected:
         target = reports_dir / source.name

@@ -10,6 +10,8 @@ NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 REPORTS_DIR = Path(os.environ.get("SEVILA_REPORTS_DIR", PROJECT_ROOT / "reports"))
 # Generated, never committed: feature caches, training runs, world videos written as mp4.
 CACHE_DIR = Path(os.environ.get("SEVILA_CACHE_DIR", PROJECT_ROOT / ".cache"))
+# Where an interactive notebook run writes its tables and figures (only the batch runner writes REPORTS_DIR).
+SCRATCH_DIR = CACHE_DIR / "scratch"
 
 SAMPLE_VIDEOS_DIR = DATA_DIR / "sample_videos"  # small third-party clips with their licences
 MINI_MODEL_DIR = DATA_DIR / "mini_blip2"  # the shipped mini BLIP-2 (safetensors + config + tokenizer)

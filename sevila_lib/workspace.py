@@ -4,8 +4,9 @@
 * profile "paper": a real dataset read by `datasets.py` from its release files, real BLIP-2 weights (a local
   Hugging Face directory or hub id) and, optionally, the official `sevila_pretrained.pth` (Localizer†).
 
-Every notebook starts with `ws = open_workspace(...)` using its parameters cell. Introduced in
-`notebooks/00_setup.ipynb`.
+Every notebook's parameters cell declares `shared: dict = {}` (the parameters all notebooks share: `SHARED`) next
+to its own few, and opens with `ws = open_workspace(**shared)`. The batch runner (`notebooks.py`) fills `shared`:
+`-p NAME=VALUE` with a name of `SHARED` goes there. Introduced in `notebooks/00_setup.ipynb`.
 """
 from __future__ import annotations
 
@@ -13,11 +14,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from . import paths
+from . import environment, paths
 from .evaluation import Evaluator
 from .model import SeViLA
 from .records import VideoQASample
 from .video import FrameReader
+
+
+# The parameters every notebook shares, with their defaults (the runner checks `-p` values against these types).
+SHARED: dict = dict(
+    profile="mini",  # "mini" (moments world + mini BLIP-2) or "paper" (real data and weights, GPU)
+    device="cpu",  # "cpu", "cuda" or "auto"
+    seed=0,  # seeds every RNG
+    max_questions=0,  # cap on questions per split, 0 means all
+    smoke=False,  # tiny run (the test suite): few questions, two training steps
+    reports_dir="",  # where tables, figures and executed notebooks go; "" = the scratch folder (`paths.SCRATCH_DIR`)
+    dataset="nextqa",  # profile paper: nextqa, star, how2qa, tvqa, vlep
+    train_annotations="",  # profile paper: the dataset's train annotations
+    val_annotations="",  # profile paper: the dataset's val annotations
+    map_path="",  # profile paper, NExT-QA only: map_vid_vidorID.json
+    video_root="",  # profile paper: folder of the dataset's videos
+    moment_annotations="",  # profile paper: QVHighlights train jsonl (Localizer pre-training)
+    moment_video_root="",  # profile paper: folder of the QVHighlights videos
+    blip2="Salesforce/blip2-flan-t5-xl",  # profile paper: BLIP-2 checkpoint folder or hub id
+    checkpoint="",  # profile paper: the official sevila_pretrained.pth (Localizer†), optional
+)
+
+
+def reports_folder(reports_dir: str | Path | None = "", **_) -> Path:
+    """Where a run writes: `reports_dir`, or the scratch folder when it is empty, so an interactive run never
+    overwrites the committed `reports/` (only the batch runner passes `reports/`)."""
+    return _mkdir(Path(reports_dir) if reports_dir else paths.SCRATCH_DIR)
 
 
 @dataclass
@@ -33,6 +60,8 @@ class Workspace:
     world: object | None = None
     notes: list[str] = field(default_factory=list)
     moment_reader: FrameReader | None = None  # frames of the moment-retrieval videos (default: `reader`)
+    seed: int = 0
+    smoke: bool = False
 
     def __post_init__(self):
         self.moment_reader = self.moment_reader or self.reader
@@ -98,13 +127,15 @@ def _limit(samples: Sequence[VideoQASample], max_questions: int | None) -> list[
     return list(samples)[:max_questions] if max_questions else list(samples)
 
 
-def open_workspace(profile: str = "mini", *, device: str = "cpu", max_questions: int | None = None,
+def open_workspace(profile: str = "mini", *, device: str = "cpu", seed: int = 0, max_questions: int | None = None,
                    reports_dir: str | Path | None = None, world_seed: int = 0,
                    dataset: str = "nextqa", train_annotations: str = "", val_annotations: str = "",
                    map_path: str = "", video_root: str = "", moment_annotations: str = "", moment_video_root: str = "",
                    blip2: str = "Salesforce/blip2-flan-t5-xl", checkpoint: str = "", smoke: bool = False) -> Workspace:
-    """Build the workspace of a profile; `max_questions` caps every split (smoke runs, quick looks)."""
-    reports_dir = _mkdir(Path(reports_dir or paths.REPORTS_DIR))
+    """Build the workspace of a profile (seeding every RNG with `seed`); `max_questions` caps every split (smoke
+    runs, quick looks; 0 or None: all); `reports_dir` empty: the scratch folder (`reports_folder`)."""
+    environment.seed_everything(seed)
+    reports_dir = reports_folder(reports_dir)
     runs_dir = _mkdir(paths.CACHE_DIR / "runs" / (f"{profile}-smoke" if smoke else profile))
     if profile == "mini":
         from .mini import load_mini
@@ -114,7 +145,7 @@ def open_workspace(profile: str = "mini", *, device: str = "cpu", max_questions:
         questions = {split: _limit(world.qa_samples(split), max_questions) for split in ("train", "val", "test")}
         moments = {split: _limit(world.moment_samples(split), max_questions) for split in ("train", "val")}
         return Workspace(profile, load_mini(device=device), WorldFrameReader(world), questions, moments,
-                         reports_dir, runs_dir, device, world)
+                         reports_dir, runs_dir, device, world, seed=seed, smoke=smoke)
     if profile == "paper":
         from .datasets import read_annotations
         from .video import VideoFileReader
@@ -129,5 +160,5 @@ def open_workspace(profile: str = "mini", *, device: str = "cpu", max_questions:
         if moment_annotations:
             moments["train"] = _limit(read_annotations("qvh", moment_annotations), max_questions)
         return Workspace(profile, model, VideoFileReader(video_root), questions, moments, reports_dir, runs_dir,
-                         device, None, notes, VideoFileReader(moment_video_root or video_root))
+                         device, None, notes, VideoFileReader(moment_video_root or video_root), seed, smoke)
     raise ValueError(f"unknown profile {profile!r}; use 'mini' or 'paper'")

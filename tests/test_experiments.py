@@ -11,16 +11,16 @@ def test_a_run_is_reused_only_with_the_same_config_and_starting_weights(tmp_path
     monkeypatch.setattr(paths, "CACHE_DIR", tmp_path / "cache")
     ws = open_workspace("mini", max_questions=4, reports_dir=tmp_path / "reports", smoke=True)
     bridges = lambda run: (run / BRIDGES_FILE).stat().st_mtime_ns  # noqa: E731
-    run = experiments.train(ws, "localizer_pretrained", "pretrain_localizer", seed=0, smoke=True)
+    run = experiments.train(ws, "localizer_pretrained", "pretrain_localizer", seed=0)
     first = bridges(run)
     saved = load_file(run / BRIDGES_FILE)
     assert saved and all(k.startswith("localizer.") for k in saved)  # only the bridge the stage trains
-    assert bridges(experiments.train(ws, "localizer_pretrained", "pretrain_localizer", seed=0, smoke=True)) == first
+    assert bridges(experiments.train(ws, "localizer_pretrained", "pretrain_localizer", seed=0)) == first
     with torch.no_grad():  # a new base model (e.g. a regenerated mini BLIP-2): its old runs must not be reused
         ws.model.vision_encoder.embeddings.patch_embedding.weight.mul_(1.01)
-    second = bridges(experiments.train(ws, "localizer_pretrained", "pretrain_localizer", seed=0, smoke=True))
+    second = bridges(experiments.train(ws, "localizer_pretrained", "pretrain_localizer", seed=0))
     assert second != first
-    experiments.train(ws, "localizer_pretrained", "pretrain_localizer", seed=0, smoke=True, init_lr=1e-5)
+    experiments.train(ws, "localizer_pretrained", "pretrain_localizer", seed=0, init_lr=1e-5)
     assert bridges(run) != second  # another config retrains too
 
 
@@ -44,7 +44,7 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypat
             return result
         return stage
 
-    recipe = dict(seed=0, smoke=True, max_steps=3, epochs=3, batch_size=2, num_frames=2, checkpoint_every=1)
+    recipe = dict(seed=0, max_steps=3, epochs=3, batch_size=2, num_frames=2, checkpoint_every=1)
     monkeypatch.setattr(training, "pretrain_localizer", crashing_at(2))
     with pytest.raises(KeyboardInterrupt):
         experiments.train(ws, "localizer_pretrained", "pretrain_localizer", **recipe)

@@ -66,9 +66,8 @@ def tiny_notebooks(folder, second_cell="print('second', steps)"):
     for name, body in (("01_first", "print('first', steps)"), ("02_second", second_cell)):
         nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
                                                                "display_name": "Python 3"}})
-        params = nbformat.v4.new_code_cell('profile: str = "mini"  # profile\nsmoke: bool = False  # quick\n'
-                                           'steps: int = 3  # steps\nreports_dir: str = ""  # out\n'
-                                           'max_questions: int = 0  # limit\nrate: float = 0.5  # rate')
+        params = nbformat.v4.new_code_cell('shared: dict = {}  # workspace.SHARED\n'
+                                           'steps: int = 3  # steps\nrate: float = 0.5  # rate')
         params.metadata["tags"] = ["parameters"]
         nb.cells = [params, nbformat.v4.new_code_cell(body)]
         nbformat.write(nb, folder / f"{name}.ipynb")
@@ -119,3 +118,30 @@ def test_a_failed_or_interrupted_run_keeps_the_last_complete_notebook(tmp_path, 
     assert (reports / "01_first.ipynb").read_text() == before
     assert nbformat.read(reports / "01_first.partial.ipynb", 4).cells[0].source.startswith(
         "**INCOMPLETE RUN (interrupted).**")
+
+
+def test_shared_parameters_reach_every_notebook_in_one_dict(tmp_path):
+    folder = tiny_notebooks(tmp_path / "nb", second_cell="print(sorted(shared.items()), steps)")
+    reports = tmp_path / "reports"
+    notebooks.run("mini", parameters={"seed": "3", "steps": "5", "max_questions": "7"}, reports_dir=reports,
+                  notebooks_dir=folder)
+    printed = json.dumps([c.get("outputs") for c in nbformat.read(reports / "02_second.ipynb", 4).cells])
+    assert "('max_questions', 7)" in printed and "('seed', 3)" in printed and "('profile', 'mini')" in printed
+    assert f"('reports_dir', '{reports.resolve()}')" in printed and "] 5" in printed
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_notebook_reads_the_shared_parameters_in_one_call(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    assert code[0].startswith("shared: dict = {}")
+    assert len(code[0].splitlines()) <= 8, "a notebook's own parameters stay few; shared ones live in SHARED"
+    assert sum(s.count("open_workspace(**shared)") + s.count("reports_folder(**shared)") for s in code) == 1
+
+
+def test_an_interactive_run_writes_the_scratch_folder_not_reports(tmp_path, monkeypatch):
+    from sevila_lib import workspace
+
+    monkeypatch.setattr(paths, "SCRATCH_DIR", tmp_path / "scratch")
+    assert workspace.reports_folder(**{}) == tmp_path / "scratch"
+    assert workspace.reports_folder(**{"reports_dir": str(tmp_path / "r"), "profile": "mini"}) == tmp_path / "r"
