@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,12 +43,38 @@ from .records import VideoQASample
 from .video import FrameReader, VideoError, frames_to_tensor, relevant_frame_mask, segment_frame_indices
 
 VARIANTS = ("uniform", "all", "localizer", "ground_truth", "random")
+# Videos this short (the moments world: 32 frames) have their ViT features computed whole, and per-frame scorers
+# score every frame once: any n is then read from those scores, so a grid over n costs one pass.
+WHOLE_VIDEO_FRAMES = 64
+SCORE_FILES_VERSION = "1"  # bump when a scorer's computation changes under the same label
 
 
 def model_fingerprint(model: SeViLA) -> str:
     """A short hash of everything that determines a frame's ViT features."""
     digest = hashlib.sha256(f"{model.config.image_size}|{model.config.vision_dtype}".encode())
     hash_weights(digest, model.vision_encoder)
+    return digest.hexdigest()[:16]
+
+
+_FROZEN_HASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def parts_fingerprint(model: SeViLA, parts: Sequence[str]) -> str:
+    """A short hash of the model parts a scorer's scores depend on (e.g. ViT, Localizer bridge and T5 for the
+    Localizer). The frozen ViT and T5 are hashed once per module object (training runs share them, never change
+    them); the bridges, which training changes, every time."""
+    digest = hashlib.sha256(str(model.config).encode())
+    for part in parts:
+        module = getattr(model, part)
+        if part in ("vision_encoder", "llm"):
+            if module not in _FROZEN_HASHES:
+                frozen = hashlib.sha256()
+                hash_weights(frozen, module)
+                _FROZEN_HASHES[module] = frozen.hexdigest()
+            digest.update(f"{part}|{_FROZEN_HASHES[module]}".encode())
+        else:
+            digest.update(part.encode())
+            hash_weights(digest, module)
     return digest.hexdigest()[:16]
 
 
@@ -184,6 +211,7 @@ class Evaluator:
     samples: Sequence[VideoQASample]
     reader: FrameReader
     cache_dir: str | Path | None = None
+    score_dir: str | Path | None = None  # score files shared by Evaluators over the same questions (None: memory)
     batch_size: int = 8
     on_error: str = "raise"  # or "skip": a bad video is recorded in `skipped`, never replaced by another sample
     progress: bool = True
@@ -197,6 +225,7 @@ class Evaluator:
         self._answer_logits: dict[tuple, Tensor] = {}
         self._bad: set[str] = set()
         self._truncated: dict[tuple[str, bool], bool] = {}
+        self._video_length: int | None | bool = False  # False: not looked up yet
 
     # ---- frames and features ----------------------------------------------------------------------------
     def frame_indices(self, sample: VideoQASample, num_frames: int) -> list[int]:
@@ -211,24 +240,32 @@ class Evaluator:
         return indices
 
     def features(self, sample: VideoQASample, indices: Sequence[int]) -> Tensor:
-        """Raw ViT tokens of the frames at `indices` (repeats allowed). (len, P, Dv)"""
+        """Raw ViT tokens of the frames at `indices` (repeats allowed). (len, P, Dv)
+
+        A frame's features never depend on which other frames shared its ViT call (another batch size can round
+        the last bits differently, and a cache filled by an earlier run would then change this run's numbers):
+        a short video (at most `WHOLE_VIDEO_FRAMES`) is always encoded whole in one call, a longer one frame by
+        frame."""
         key = video_key(self.reader, sample)
         stored, missing = self.cache.get(key, indices)
         if missing:
-            frames = frames_to_tensor(self.reader.read(sample, missing), self.model.config.image_size)
-            encoded = self.model.encode_frames(frames[None])[0].cpu()
-            self.cache.put(key, dict(zip(missing, encoded)))
+            total = self.reader.info(sample).num_frames
+            calls = [list(range(total))] if total <= WHOLE_VIDEO_FRAMES else [[i] for i in missing]
+            for call in calls:
+                frames = frames_to_tensor(self.reader.read(sample, call), self.model.config.image_size)
+                self.cache.put(key, dict(zip(call, self.model.encode_frames(frames[None])[0].cpu())))
             stored = self.cache.get(key, [])[0]
         return torch.stack([stored[i] for i in indices])
 
-    def _batches(self, num_frames: int, desc: str):
-        """Yield (samples, indices per sample) in batches, skipping (or raising on) unreadable videos."""
+    def _batches(self, num_frames: int, desc: str, every: int | None = None):
+        """Yield (samples, indices per sample) in batches, skipping (or raising on) unreadable videos; `every`:
+        all that many frames of each video instead of n sampled ones."""
         batch, batch_indices = [], []
         for sample in tqdm(self.samples, desc=desc, disable=not self.progress, leave=False):
             if sample.question_id in self._bad:
                 continue
             try:
-                indices = self.frame_indices(sample, num_frames)
+                indices = list(range(every)) if every else self.frame_indices(sample, num_frames)
                 if self.on_error == "skip":  # decode now: a file that fails mid-way is skipped, not fatal later
                     self.features(sample, indices)
             except (VideoError, OSError) as err:
@@ -263,18 +300,84 @@ class Evaluator:
     def scores(self, num_frames: int, scorers: Sequence[str | Scorer]) -> list[dict[str, Tensor]]:
         """Every question's n per-frame scores under each scorer, by question id, in one pass over the videos:
         ViT features are read once per batch and parts that scorers share (the Localizer bridge's tokens for
-        several prompts or score kinds) are computed once. Kept for the Evaluator's lifetime."""
+        several prompts or score kinds) are computed once. Kept for the Evaluator's lifetime.
+
+        On short videos of one length (the world) a per-frame scorer scores every frame of each video once and
+        every n reads its frames from those scores (`every_frame_scores`); those are also kept in `score_dir`."""
         scorers = [get_scorer(s) for s in scorers]
         wanted = list({s.label: s for s in scorers if (num_frames, s.label) not in self._scores}.values())
+        length = self.whole_video_length()
+        if length and any(s.per_frame for s in wanted):
+            every = self.every_frame_scores([s for s in wanted if s.per_frame])
+            for scorer in (s for s in wanted if s.per_frame):
+                self._scores[(num_frames, scorer.label)] = {
+                    q.question_id: every[scorer.label][q.question_id][self.frame_indices(q, num_frames)]
+                    for q in self.samples if q.question_id in every[scorer.label]}
+            wanted = [s for s in wanted if not s.per_frame]
         if wanted:
-            found: dict[str, dict[str, Tensor]] = {s.label: {} for s in wanted}
-            for batch, indices in self._batches(num_frames, f"scores n={num_frames}"):
-                frame_batch = self._frame_batch(batch, indices)
-                for scorer in wanted:
-                    values = scorer(frame_batch).float().cpu()
-                    found[scorer.label].update({s.question_id: v for s, v in zip(batch, values)})
-            self._scores.update({(num_frames, label): table for label, table in found.items()})
+            self._scores.update(self._score_pass(num_frames, wanted, None))
         return [self._scores[(num_frames, s.label)] for s in scorers]
+
+    def whole_video_length(self) -> int | None:
+        """The length of the samples' videos when all have one length of at most `WHOLE_VIDEO_FRAMES`, else None."""
+        if self._video_length is False:
+            lengths = {self.reader.info(s).num_frames for s in self.samples}
+            self._video_length = lengths.pop() if len(lengths) == 1 and min(lengths) <= WHOLE_VIDEO_FRAMES else None
+        return self._video_length
+
+    def _score_pass(self, num_frames: int, scorers: Sequence[Scorer], every: int | None) -> dict[tuple, dict]:
+        """One pass over the videos scoring n sampled frames (or all `every` frames) of each question."""
+        found: dict[str, dict[str, Tensor]] = {s.label: {} for s in scorers}
+        for batch, indices in self._batches(num_frames, f"scores n={every or num_frames}", every):
+            frame_batch = self._frame_batch(batch, indices)
+            for scorer in scorers:
+                values = scorer(frame_batch).float().cpu()
+                found[scorer.label].update({s.question_id: v for s, v in zip(batch, values)})
+        key = "every" if every else num_frames
+        return {(key, label): table for label, table in found.items()}
+
+    def every_frame_scores(self, scorers: Sequence[Scorer]) -> dict[str, dict[str, Tensor]]:
+        """{scorer label: {question id: score of every frame of its video}}, read from `score_dir` when an earlier
+        Evaluator with the same model parts scored the same questions in the same batches (so the numbers never
+        depend on what ran before), else computed in one pass and written there."""
+        length, files, todo = self.whole_video_length(), {}, []
+        for scorer in scorers:
+            if ("every", scorer.label) in self._scores:
+                continue
+            files[scorer.label] = self._score_file(scorer)
+            stored = self._read_scores(files[scorer.label])
+            if stored is None:
+                todo.append(scorer)
+            else:
+                self._scores[("every", scorer.label)] = stored
+        if todo:
+            computed = self._score_pass(length, todo, length)
+            self._scores.update(computed)
+            for scorer in todo:
+                if files[scorer.label] is not None and not self.skipped:
+                    save_safetensors({q: v.contiguous() for q, v in computed[("every", scorer.label)].items()},
+                                     files[scorer.label], metadata={"scorer": scorer.label})
+        return {s.label: self._scores[("every", s.label)] for s in scorers}
+
+    def _score_file(self, scorer: Scorer) -> Path | None:
+        if self.score_dir is None:
+            return None
+        ids = "\n".join(s.question_id for s in self.samples)
+        key = "|".join([SCORE_FILES_VERSION, scorer.label, parts_fingerprint(self.model, scorer.parts),
+                        str(self.batch_size), str(self.whole_video_length()), ids])
+        return Path(self.score_dir) / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.safetensors"
+
+    @staticmethod
+    def _read_scores(path: Path | None) -> dict[str, Tensor] | None:
+        if path is None or not path.exists():
+            return None
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                return {q: handle.get_tensor(q) for q in handle.keys()}
+        except Exception as err:  # a file cut short: recomputed
+            warnings.warn(f"score file {path} cannot be read ({err}): its scores are recomputed", stacklevel=3)
+            path.unlink(missing_ok=True)
+            return None
 
     def frame_scores(self, num_frames: int, prompt: str = "official", score_kind: str = "logit",
                      also: Sequence[str] = ()) -> dict[str, Tensor]:

@@ -12,7 +12,9 @@ relevant. The first half of every keyframe selector (the second half is a rule i
     scorer = scorers.get_scorer("similarity", model="mini")   # by name, with parameters
     scores = scorer(frame_batch)                               # (B, T)
 
-Scores are computed once per (question, n) by the Evaluator and reused by every rule and k.
+Scores are computed once per (question, n) by the Evaluator and reused by every rule and k. A scorer whose
+frames are scored each on its own (`per_frame`) is run over every frame of a short video once, and any n is read
+from those scores; `parts` names the model parts its scores depend on, which key the Evaluator's score files.
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ class Scorer:
     """Base: a named, parameterised map FrameBatch -> (B, T) scores. `label` names it in tables and caches."""
 
     name = "scorer"
+    per_frame = True  # a frame's score does not depend on the other sampled frames
+    parts: tuple[str, ...] = ("vision_encoder", "localizer", "answerer", "llm")  # the model parts scores depend on
 
     def __init__(self, **params):
         self.params = params
@@ -51,6 +55,7 @@ class LocalizerScorer(Scorer):
     step (official `kind="logit"`) or P(yes) over ("no", "yes") (`kind="yes_no_prob"`)."""
 
     name = "localizer"
+    parts = ("vision_encoder", "localizer", "llm")
 
     def __init__(self, kind: str = "logit", prompt: str = "official"):
         super().__init__(prompt=prompt)
@@ -67,6 +72,7 @@ class AnswererConfidence(Scorer):
     highest option probability: the voting signal used as a relevance score."""
 
     name = "answerer_confidence"
+    parts = ("vision_encoder", "answerer", "llm")
 
     def __init__(self, readout: str = "official"):
         super().__init__(readout=readout)
@@ -85,6 +91,7 @@ class ClipSimilarity(Scorer):
     id such as "openai/clip-vit-base-patch32" (the paper's)."""
 
     name = "similarity"
+    parts = ()  # CLIP only (its own weights are named in the label)
 
     def __init__(self, model: str = "mini", device: str | None = None):
         super().__init__(model=None if model == "mini" else model)
@@ -111,6 +118,8 @@ class FileScorer(Scorer):
     records frame indices they must equal the frames sampled here."""
 
     name = "file"
+    per_frame = False  # one score per sampled frame of the file's n
+    parts = ()
 
     def __init__(self, path: str | Path):
         super().__init__(path=str(Path(path).resolve()))  # the label keys the Evaluator's score cache

@@ -75,8 +75,10 @@ class Workspace:
         return _mkdir(self.reports_dir / "figures")
 
     def evaluator(self, split: str = "val", model: SeViLA | None = None, **kwargs) -> Evaluator:
-        """An Evaluator over a split, sharing one on-disk ViT feature cache per profile."""
+        """An Evaluator over a split, sharing one on-disk ViT feature cache and one folder of per-frame score files
+        per profile (so notebooks that score the same questions with the same Localizer score them once)."""
         kwargs.setdefault("cache_dir", paths.CACHE_DIR / "features" / self.profile)
+        kwargs.setdefault("score_dir", paths.CACHE_DIR / "scores" / self.profile)
         kwargs.setdefault("progress", False)
         return Evaluator(model or self.model, self.questions[split], self.reader, **kwargs)
 

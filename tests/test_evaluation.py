@@ -6,6 +6,7 @@ import torch
 from sevila_lib import prompts
 from sevila_lib.evaluation import Evaluator, FeatureCache, ground_truth_keyframes, model_fingerprint, save_predictions
 from sevila_lib.records import VideoQASample
+from sevila_lib.scorers import LocalizerScorer
 from sevila_lib.video import VideoError, VideoInfo
 from tests.conftest import QUESTIONS, make_tiny_model
 
@@ -250,3 +251,42 @@ def test_summary_row_has_accuracy_and_hit_rate(setup):
     row = summary(Evaluator(model, samples, reader, progress=False).run("localizer", 6, 2), variant="localizer")
     assert row["variant"] == "localizer" and row["questions"] == 3
     assert {"world_avg", "hit_rate", "recall"} <= set(row)
+
+
+def test_features_do_not_depend_on_what_was_computed_before(setup, tmp_path):
+    """A frame's ViT features are the same bits whether its video was first touched by 2 uniform frames or by
+    all of them (a short video is always encoded whole), so a cache filled by earlier runs changes no number."""
+    model, samples, reader = setup
+    piecemeal = Evaluator(model, samples, reader, cache_dir=tmp_path / "a", progress=False)
+    piecemeal.features(samples[0], [3])
+    piecemeal.features(samples[0], [7, 9])
+    at_once = Evaluator(model, samples, reader, cache_dir=tmp_path / "b", progress=False)
+    everything = list(range(12))
+    assert torch.equal(piecemeal.features(samples[0], everything), at_once.features(samples[0], everything))
+
+
+def test_per_frame_scores_are_shared_through_score_files_and_across_n(setup, tmp_path):
+    model, samples, reader = setup
+    ev = Evaluator(model, samples, reader, score_dir=tmp_path, progress=False)
+    every = ev.every_frame_scores([LocalizerScorer()])["localizer"]
+    assert {q: v.shape for q, v in every.items()} == {s.question_id: (12,) for s in samples}
+    for n in (2, 6, 12, 24):  # every n is read from the one pass over every frame
+        scores = ev.frame_scores(n)
+        assert all(torch.equal(scores[s.question_id], every[s.question_id][ev.frame_indices(s, n)]) for s in samples)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1
+    again = Evaluator(model, samples, reader, score_dir=tmp_path, progress=False)
+    calls = []
+    again._score_pass = lambda *args: calls.append(args)  # must not be needed: the file holds the scores
+    assert all(torch.equal(again.frame_scores(6)[q], ev.frame_scores(6)[q]) for q in every) and not calls
+    # Another answerer bridge does not change Localizer scores (same file); another question list does.
+    other = Evaluator(model, samples[:2], reader, score_dir=tmp_path, progress=False)
+    other.frame_scores(6)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2
+    with torch.no_grad():
+        model.answerer.query_tokens.add_(1.0)
+    Evaluator(model, samples, reader, score_dir=tmp_path, progress=False).frame_scores(6)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2
+    with torch.no_grad():
+        model.localizer.query_tokens.add_(1.0)
+    Evaluator(model, samples, reader, score_dir=tmp_path, progress=False).frame_scores(6)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 3
