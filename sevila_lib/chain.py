@@ -71,6 +71,18 @@ class FrameBatch:
         return self.model.localizer_tokens(self.features)
 
     @cached_property
+    def _no_yes_logits(self) -> dict[str, Tensor]:
+        return {}
+
+    def no_yes_logits(self, prompt: str) -> Tensor:
+        """The Localizer's ("no", "yes") logits of every frame under `prompt`, (B, T, 2): one T5 pass per prompt
+        serves both score kinds (the official "yes" logit and P(yes))."""
+        if prompt not in self._no_yes_logits:
+            self._no_yes_logits[prompt] = self.model.localize_visual(self.localizer_tokens,
+                                                                     self.questions.loc_texts(prompt), "no_yes")
+        return self._no_yes_logits[prompt]
+
+    @cached_property
     def pixels(self) -> Tensor:
         if self.read_pixels is None:
             raise ValueError("this scorer needs the frames' pixels, and this batch carries only ViT features")

@@ -153,24 +153,96 @@ def start_fingerprint(model: SeViLA) -> str:
 
 def evaluate(ws: Workspace, runs: Sequence[str], seed: int = 0, variants: Sequence[str] = ("localizer",),
              num_frames: int = 32, num_keyframes: int = 4, split: str = "val", **labels) -> list[dict]:
-    """Summaries (accuracy, hit-rate) of the base model plus `runs`' bridges, one row per variant."""
+    """Summaries (accuracy, hit-rate) of the base model plus `runs`' bridges, one row per variant. Each row also
+    keeps its per-question outcomes (`OUTCOMES`), which `mean_over_seeds` and `effect` pair with a baseline's."""
     model, missing = ws.model_with(*runs, seed=seed)
     if missing:
         raise FileNotFoundError(f"runs not found: {missing}")
     ev = ws.evaluator(split, model=model)
-    return [summary(ev.run(v, num_frames, num_keyframes), variant=v, seed=seed, **labels) for v in variants]
+    return [run_row(ev, v, num_frames, num_keyframes, variant=v, seed=seed, **labels) for v in variants]
 
 
-def mean_over_seeds(rows: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
-    """Mean ± standard deviation over seeds of every numeric column, grouped by `by`."""
+def run_row(ev, variant: str, num_frames: int, num_keyframes: int, /, **labels) -> dict:
+    """`ev.run(variant, n, k)` summarised in one row (`evaluation.summary`) with its per-question outcomes."""
+    table = ev.run(variant, num_frames, num_keyframes)
+    return with_outcomes(summary(table, **labels), table)
+
+
+OUTCOMES = "outcomes"  # the column of per-question outcomes: {"accuracy": Series, "hit_rate": Series}
+
+
+def with_outcomes(row: dict, table: pd.DataFrame) -> dict:
+    """A summary row plus its questions' outcomes (1/0 correct; 1/0 relevant keyframe where moments are known)."""
+    from . import metrics
+
+    kinds = ("accuracy", "hit_rate") if "hit_rate" in row else ("accuracy",)
+    return {**row, OUTCOMES: {kind: metrics.per_question(table, kind) for kind in kinds}}
+
+
+def with_ci(rows: pd.DataFrame, column: str, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """`rows` plus `<column>_low` / `<column>_high`: the percentile-bootstrap 95% CI of each row's `column`
+    over its questions (one seed; for figures' error bars)."""
+    import numpy as np
+
+    kind, rng = _outcome_kind(column), np.random.default_rng(seed)
+    bounds = []
+    for outcomes in rows[OUTCOMES]:
+        values = 100 * outcomes[kind].to_numpy()
+        means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(1)
+        bounds.append(np.quantile(means, [0.025, 0.975]))
+    return rows.assign(**{f"{column}_low": [b[0] for b in bounds], f"{column}_high": [b[1] for b in bounds]})
+
+
+def _outcome_kind(column: str) -> str:
+    """The per-question outcome behind a summary column: hit_rate, or accuracy for the overall `*_avg` column."""
+    if column == "hit_rate":
+        return "hit_rate"
+    if column.endswith("_avg"):
+        return "accuracy"
+    raise ValueError(f"no per-question outcome behind column {column!r}; use hit_rate or an *_avg column")
+
+
+def _select(rows: pd.DataFrame, where: dict) -> pd.DataFrame:
+    mask = pd.Series(True, index=rows.index)
+    for column, value in where.items():
+        mask &= rows[column] == value
+    return rows[mask]
+
+
+def paired_delta(rows: pd.DataFrame, column: str, baseline: dict, treatment: dict, seed: int = 0) -> dict:
+    """treatment − baseline in `column` (points), paired per seed and per question and pooled over the seeds both
+    settings ran (`metrics.paired_bootstrap_over_seeds`), with the per-seed differences."""
+    from . import metrics
+
+    kind = _outcome_kind(column)
+    before, after = (_select(rows, where).set_index("seed") for where in (baseline, treatment))
+    seeds = sorted(set(before.index) & set(after.index))
+    pairs = [(after.loc[s, OUTCOMES][kind], before.loc[s, OUTCOMES][kind]) for s in seeds]
+    d = metrics.paired_bootstrap_over_seeds(pairs, seed=seed)
+    return {**d, "per_seed": [round(float(after.loc[s, column] - before.loc[s, column]), 2) for s in seeds]}
+
+
+def mean_over_seeds(rows: pd.DataFrame, by: Sequence[str], baseline: dict | None = None,
+                    compare: Sequence[str] = ("_avg", "hit_rate")) -> pd.DataFrame:
+    """One row per setting (`by`): every numeric column as mean ± half-width of its 95% t-interval over seeds
+    ("(1 seed)" where only one ran). With `baseline` (the column values of the baseline setting, e.g.
+    {"row": "B"}), each other setting also gets "Δ<column> vs baseline": the paired-bootstrap difference with its
+    95% CI, for the overall accuracy and the hit-rate (`compare`)."""
+    from . import metrics
+
     numeric = [c for c in rows.select_dtypes("number").columns if c not in (*by, "seed", "questions")]
-    grouped = rows.groupby(list(by), sort=False)[numeric]
-    mean, std = grouped.mean().round(2), grouped.std(ddof=0).round(2)
-    out = mean.copy()
-    for column in numeric:
-        out[column] = [f"{m:.1f} ± {s:.1f}" for m, s in zip(mean[column], std[column])]
-    out.insert(0, "seeds", rows.groupby(list(by), sort=False).size())
-    return out.reset_index()
+    groups = rows.groupby(list(by), sort=False)
+    out = groups[numeric].agg(metrics.mean_and_ci) if numeric else groups.size().to_frame().iloc[:, :0]
+    out.insert(0, "seeds", groups.size())
+    out = out.reset_index()
+    if baseline is not None and OUTCOMES in rows:
+        base_name = ", ".join(str(v) for v in baseline.values())
+        for column in [c for c in numeric if c.endswith(compare[0]) or c in compare[1:]][:2]:
+            out[f"Δ{column} vs {base_name}"] = [
+                "–" if all(key[b] == v for b, v in baseline.items()) else
+                metrics.format_delta(paired_delta(rows, column, baseline, key))
+                for key in out[list(by)].to_dict("records")]
+    return out
 
 
 def relabel(table: pd.DataFrame, tau: float | None) -> pd.DataFrame:
@@ -198,34 +270,34 @@ def label_quality(table: pd.DataFrame, ws: Workspace) -> dict:
 
 
 def effect(rows: pd.DataFrame, metric: str, baseline: dict, treatment: dict) -> dict:
-    """Per-seed difference of `metric` between two settings (rows selected by column values), its mean, and
-    whether it is positive for every seed."""
-    def pick(where: dict) -> pd.Series:
-        mask = pd.Series(True, index=rows.index)
-        for column, value in where.items():
-            mask &= rows[column] == value
-        return rows[mask].set_index("seed")[metric]
+    """A claimed effect: treatment − baseline in `metric` (a column of `evaluate`'s rows), its paired-bootstrap
+    95% CI pooled over the seeds both ran, the per-seed differences, and the verdict ("holds" only when the CI
+    excludes 0 in the treatment's favour)."""
+    from . import metrics
 
-    before, after = pick(baseline), pick(treatment)
-    seeds = sorted(set(before.index) & set(after.index))
-    deltas = [float(after[s] - before[s]) for s in seeds]
-    mean = sum(deltas) / len(deltas) if deltas else float("nan")
-    return {"metric": metric, "seeds": len(seeds), "baseline": round(float(before[seeds].mean()), 2),
-            "treatment": round(float(after[seeds].mean()), 2), "mean_delta": round(mean, 2),
-            "per_seed": [round(d, 2) for d in deltas], "holds_every_seed": bool(deltas) and all(d > 0 for d in deltas)}
+    d = paired_delta(rows, metric, baseline, treatment)
+    seeds = len(d["per_seed"])
+    before, after = (_select(rows, where) for where in (baseline, treatment))
+    return {"metric": metric, "seeds": seeds, "questions": d["questions"],
+            "baseline": round(float(before[metric].mean()), 2), "treatment": round(float(after[metric].mean()), 2),
+            "delta": d, "per_seed": d["per_seed"], "verdict": metrics.verdict(d) if seeds else "not run"}
 
 
 def write_effects_report(effects: dict[str, dict], path: Path, title: str, preamble: str = "") -> Path:
     """A markdown report of claimed effects with the numbers this run computed, saying plainly which hold."""
-    lines = [f"# {title}", "", preamble, "", "| claim | metric | baseline | treatment | mean Δ | Δ per seed | "
-             "holds for every seed? |", "|---|---|---|---|---|---|---|"]
+    from . import metrics
+
+    lines = [f"# {title}", "", preamble, "", "| claim | metric | baseline | treatment | Δ [95% CI] | Δ per seed | "
+             "seeds × questions | verdict |", "|---|---|---|---|---|---|---|---|"]
     for claim, e in effects.items():
-        lines.append(f"| {claim} | {e['metric']} | {e['baseline']} | {e['treatment']} | {e['mean_delta']:+} | "
-                     f"{', '.join(f'{d:+}' for d in e['per_seed'])} | {'yes' if e['holds_every_seed'] else 'NO'} |")
-    lines += ["", "Every number above was computed by the notebook run that wrote this file; nothing is typed in."]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
+        lines.append(f"| {claim} | {e['metric']} | {e['baseline']} | {e['treatment']} | "
+                     f"{metrics.format_delta(e['delta'])} | {', '.join(f'{d:+}' for d in e['per_seed'])} | "
+                     f"{e['seeds']} × {e['questions']} | {e['verdict']} |")
+    lines += ["", "Baseline and treatment: means over seeds (percent). The CI is a paired bootstrap over questions "
+              "(2,000 draws), each draw averaged over the seeds; a claim holds only when its CI excludes 0.",
+              "Every number above was computed by the notebook run that wrote this file; nothing is typed in."]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def compare_selectors(ev, scorers: Sequence, rules: Sequence, num_frames: int = 32, num_keyframes: int = 4,

@@ -499,15 +499,69 @@ def paired_bootstrap(treatment: pd.DataFrame, baseline: pd.DataFrame, metric: st
     answer, with a paired percentile bootstrap CI: the same resampled questions score both settings, so the
     interval reflects the difference itself, not two independent noises. `holds` is True when the CI excludes 0
     in the treatment's favour."""
-    a, b = per_question(treatment, metric), per_question(baseline, metric)
-    common = a.index.intersection(b.index)
+    return paired_bootstrap_over_seeds([(per_question(treatment, metric), per_question(baseline, metric))],
+                                       n_boot, seed, alpha)
+
+
+def paired_bootstrap_over_seeds(pairs: Sequence[tuple[pd.Series, pd.Series]], n_boot: int = 2000, seed: int = 0,
+                                alpha: float = 0.05) -> dict[str, float]:
+    """`paired_bootstrap` pooled over training seeds: `pairs` holds one (treatment, baseline) pair of per-question
+    values (`per_question`) per seed. The difference is averaged over seeds and questions; the bootstrap resamples
+    QUESTIONS (the same draw for every seed), so the CI covers which questions were asked, with the seeds' spread
+    inside each draw. Only questions every pair answers count."""
+    nan = {"delta": float("nan"), "low": float("nan"), "high": float("nan"), "questions": 0, "seeds": len(pairs),
+           "holds": False}
+    if not pairs:
+        return nan
+    common = pairs[0][0].index
+    for a, b in pairs:
+        common = common.intersection(a.index).intersection(b.index)
     if len(common) == 0:
-        return {"delta": float("nan"), "low": float("nan"), "high": float("nan"), "questions": 0, "holds": False}
-    diff = 100 * (a.loc[common].to_numpy() - b.loc[common].to_numpy())
+        return nan
+    diff = np.stack([100 * (a.loc[common].to_numpy() - b.loc[common].to_numpy()) for a, b in pairs]).mean(0)
     draws = np.random.default_rng(seed).integers(0, len(diff), size=(n_boot, len(diff)))
     low, high = np.quantile(diff[draws].mean(1), [alpha / 2, 1 - alpha / 2])
     return {"delta": float(diff.mean()), "low": float(low), "high": float(high), "questions": int(len(common)),
-            "holds": bool(low > 0)}
+            "seeds": len(pairs), "holds": bool(low > 0)}
+
+
+def format_delta(d: Mapping) -> str:
+    """"+2.1 [+0.4, +3.9]": a difference in points with its 95% CI."""
+    return f"{d['delta']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}]"
+
+
+def verdict(d: Mapping) -> str:
+    """What a paired difference shows: "holds" only when its CI excludes 0 in the treatment's favour."""
+    if d["low"] > 0:
+        return "holds (CI excludes 0)"
+    if d["high"] < 0:
+        return "REVERSED (CI below 0)"
+    return "not shown (CI includes 0)"
+
+
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def t_quantile_975(df: int) -> float:
+    """Student's t 0.975 quantile (two-sided 95%): the table for few degrees of freedom, a Cornish-Fisher
+    expansion beyond (within 0.001 of the exact value for df > 10)."""
+    if df in _T975:
+        return _T975[df]
+    z = 1.959964
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+
+
+def mean_and_ci(values: Sequence[float]) -> str:
+    """"62.4 ± 1.3" — the mean over seeds ± the half-width of its 95% t-interval; one value says "(1 seed)"
+    instead of a spread it cannot have."""
+    values = [float(v) for v in values if not pd.isna(v)]
+    if not values:
+        return "–"
+    mean = float(np.mean(values))
+    if len(values) == 1:
+        return f"{mean:.1f} (1 seed)"
+    half = t_quantile_975(len(values) - 1) * float(np.std(values, ddof=1)) / np.sqrt(len(values))
+    return f"{mean:.1f} ± {half:.1f}"
 
 
 def compare_to_baseline(tables: Mapping[str, pd.DataFrame], baseline: str, n_boot: int = 2000,
@@ -524,8 +578,8 @@ def compare_to_baseline(tables: Mapping[str, pd.DataFrame], baseline: str, n_boo
         for metric in ("accuracy", "hit_rate") if "hit_rate" in row else ("accuracy",):
             if label == baseline:
                 continue
-            d = paired_bootstrap(table, tables[baseline], metric, n_boot, seed)
-            row[f"Δ{metric} vs {baseline}"] = f"{d['delta']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}]"
+            row[f"Δ{metric} vs {baseline}"] = format_delta(paired_bootstrap(table, tables[baseline], metric, n_boot,
+                                                                             seed))
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -193,7 +193,8 @@ def plot_accuracy_vs(
     title: str | None = None,
     path: str | Path | None = None,
 ):
-    """Line plot of `y` against `x` (e.g. accuracy vs k, accuracy vs τ), one line per `hue` value if given.
+    """Line plot of `y` against `x` (e.g. accuracy vs k, accuracy vs τ), one line per `hue` value if given, with
+    95% CI error bars where the frame has `<y>_low` / `<y>_high` columns (`experiments.with_ci`).
 
     A numeric `hue` (e.g. num_frames) is treated as categories, so each line gets a distinct colour.
     """
@@ -202,7 +203,14 @@ def plot_accuracy_vs(
     if hue is not None and pd.api.types.is_numeric_dtype(df[hue]):
         df = df.assign(**{hue: pd.Categorical(df[hue].astype(str), [str(v) for v in sorted(df[hue].unique())])})
     fig, ax = _subplots((5, 3.5))
-    sns.lineplot(data=df, x=x, y=y, hue=hue, marker="o", ax=ax)
+    sns.lineplot(data=df, x=x, y=y, hue=hue, marker="o", ax=ax, errorbar=None)
+    if f"{y}_low" in df and f"{y}_high" in df:
+        lines = {line.get_label(): line.get_color() for line in ax.get_lines()}
+        for name, part in (df.groupby(hue, observed=True) if hue else [(None, df)]):
+            positions = [ax.xaxis.convert_units(v) for v in part[x]]  # category axes (e.g. "argmax") too
+            ax.errorbar(positions, part[y], yerr=[part[y] - part[f"{y}_low"], part[f"{y}_high"] - part[y]],
+                        fmt="none", capsize=3, color=lines.get(str(name), "k") if hue else "k")
+        ax.text(0.01, 0.01, "bars: 95% CI (bootstrap over questions)", transform=ax.transAxes, fontsize=7)
     ax.set(title=title or f"{y} vs {x}")
     return _finish(fig, path)
 

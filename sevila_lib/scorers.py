@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from .chain import FrameBatch
+from .scoring import score_from_no_yes
 
 
 class Scorer:
@@ -64,7 +65,7 @@ class LocalizerScorer(Scorer):
 
     @torch.inference_mode()
     def __call__(self, batch: FrameBatch) -> Tensor:
-        return batch.model.localize_visual(batch.localizer_tokens, batch.questions.loc_texts(self.prompt), self.kind)
+        return score_from_no_yes(batch.no_yes_logits(self.prompt), self.kind)
 
 
 class AnswererConfidence(Scorer):

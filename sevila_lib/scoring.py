@@ -69,13 +69,20 @@ def yes_scores(llm, inputs_embeds: Tensor, attention_mask: Tensor, tokens: Answe
 
     kind="logit" (official): the raw "yes" logit at the first decoder step.
     kind="yes_no_prob": softmax over the ("no", "yes") logits, P(yes) — the paper's wording.
+    kind="no_yes": both logits, (N, 2), from which either score follows (`score_from_no_yes`).
     """
     hidden = encode(llm, inputs_embeds, attention_mask)
     logits = _decoder_logits(llm, hidden, attention_mask, _start_ids(llm, len(hidden), hidden.device))[:, 0]
+    no_yes = logits[:, [tokens.no_id, tokens.yes_id]].float()
+    return no_yes if kind == "no_yes" else score_from_no_yes(no_yes, kind)
+
+
+def score_from_no_yes(no_yes: Tensor, kind: str) -> Tensor:
+    """A Localizer score from the ("no", "yes") logits (..., 2): the "yes" logit or P(yes)."""
     if kind == "logit":
-        return logits[:, tokens.yes_id].float()
+        return no_yes[..., 1]
     if kind == "yes_no_prob":
-        return logits[:, [tokens.no_id, tokens.yes_id]].float().softmax(-1)[:, 1]
+        return no_yes.softmax(-1)[..., 1]
     raise ValueError(f"unknown score kind {kind!r}; use 'logit' or 'yes_no_prob'")
 
 

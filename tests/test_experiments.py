@@ -58,3 +58,23 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypat
     # Another recipe does not resume the old checkpoints: it starts over (and removes them).
     experiments.train(ws, "localizer_pretrained", "pretrain_localizer", **{**recipe, "init_lr": 1e-5, "max_steps": 1})
     assert calls[-1] == (False, 1)
+
+
+def test_tables_over_seeds_give_cis_and_paired_deltas_against_their_baseline():
+    import pandas as pd
+
+    ids = [f"q{i}" for i in range(100)]
+    def row(setting, seed, correct):
+        outcome = pd.Series([1.0] * correct + [0.0] * (100 - correct), index=ids)
+        return {"setting": setting, "seed": seed, "world_avg": float(correct), experiments.OUTCOMES: {"accuracy": outcome}}
+
+    rows = pd.DataFrame([row("base", 0, 50), row("base", 1, 52), row("new", 0, 70), row("new", 1, 72),
+                         row("lone", 0, 51)])
+    table = experiments.mean_over_seeds(rows, ["setting"], baseline={"setting": "base"})
+    assert table.set_index("setting")["world_avg"].to_dict() == {"base": "51.0 ± 12.7", "new": "71.0 ± 12.7",
+                                                                   "lone": "51.0 (1 seed)"}
+    deltas = table.set_index("setting")["Δworld_avg vs base"]
+    assert deltas["base"] == "–" and deltas["new"].startswith("+20.0 [")
+    effect = experiments.effect(rows, "world_avg", {"setting": "base"}, {"setting": "new"})
+    assert effect["per_seed"] == [20.0, 20.0] and effect["verdict"].startswith("holds")
+    assert experiments.effect(rows, "world_avg", {"setting": "base"}, {"setting": "lone"})["seeds"] == 1

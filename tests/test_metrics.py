@@ -257,3 +257,25 @@ def test_paired_bootstrap_on_hand_made_tables():
     assert metrics.paired_bootstrap(better, base, "hit_rate")["delta"] == pytest.approx(50.0)
     rows = metrics.compare_to_baseline({"uniform": base, "new": better}, "uniform")
     assert rows.loc[1, "Δaccuracy vs uniform"].startswith("+50.0 [") and rows.loc[0, "hit_rate"] == 25.0
+
+
+def test_seed_means_carry_a_t_interval_and_one_seed_says_so():
+    assert M.mean_and_ci([60.0]) == "60.0 (1 seed)"
+    # mean 61, sample sd 1, t(2) = 4.303: half-width 4.303 / sqrt(3) = 2.48
+    assert M.mean_and_ci([60.0, 61.0, 62.0]) == "61.0 ± 2.5"
+    assert abs(M.t_quantile_975(30) - 2.042) < 1e-3 and M.t_quantile_975(2) == 4.303
+
+
+def test_paired_bootstrap_pools_seeds_and_only_holds_when_the_ci_excludes_zero():
+    ids = [f"q{i}" for i in range(200)]
+    better = pd.Series([1.0] * 120 + [0.0] * 80, index=ids)
+    worse = pd.Series([1.0] * 100 + [0.0] * 100, index=ids)
+    d = M.paired_bootstrap_over_seeds([(better, worse), (better, worse)])
+    assert d["delta"] == 10.0 and d["seeds"] == 2 and d["questions"] == 200
+    assert d["holds"] and 0 < d["low"] < 10 < d["high"] and M.verdict(d).startswith("holds")
+    same = M.paired_bootstrap_over_seeds([(worse, worse)])
+    assert same["delta"] == 0 and not same["holds"] and M.verdict(same).startswith("not shown")
+    assert M.verdict(M.paired_bootstrap_over_seeds([(worse, better)])).startswith("REVERSED")
+    # Two seeds that disagree: the pooled difference is their mean, on the questions both answered.
+    half = pd.Series([1.0] * 110 + [0.0] * 90, index=ids)
+    assert M.paired_bootstrap_over_seeds([(better, worse), (half, worse)])["delta"] == 7.5
