@@ -32,7 +32,7 @@ from .records import VideoQASample
 from .scorers import LocalizerScorer, Scorer
 from .video import frames_to_tensor, relevant_frame_mask
 
-ANSWERER = "BLIP-2^concat (Answerer) (4)"  # the baseline row of Tables 1 and 2
+ANSWERER = "BLIP-2^concat (Answerer)"  # the baseline row of Tables 1 and 2 ("... (4)" with its frame count)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -44,16 +44,18 @@ def _paper_label(row: pd.Series) -> str:
     return f"{row['model']} ({row['frames']})"  # "SeViLA† (32→4)", the way the paper names its rows
 
 
-def main_results(tables: Mapping[str, pd.DataFrame], finetuned: bool = False, baseline: str = ANSWERER,
+def main_results(tables: Mapping[str, pd.DataFrame], finetuned: bool = False, baseline: str | None = None,
                  n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """One row per setting of paper Table 1 (`finetuned=True`) or Table 2, from its per-question predictions table.
 
     Our columns: questions, the accuracy columns `metrics.summarize` gives (the world's four families and
     `world_avg`, or the dataset's), and the paired-bootstrap difference of accuracy from the `baseline` setting
-    (`metrics.paired_bootstrap`: the same resampled questions score both rows) with its 95% CI. Paper columns:
+    (`metrics.paired_bootstrap`: the same resampled questions score both rows) with its 95% CI; the baseline is
+    the setting named "BLIP-2^concat (Answerer) (k)" unless given. Paper columns:
     the same-named setting's row of the paper table ("<model> (<frames>)", e.g. "SeViLA† (32→4)"), in the columns
     we have or, on the mini world, NExT-QA's. Settings the paper does not list get NaN there.
     """
+    baseline = baseline or next((label for label in tables if label.startswith(ANSWERER)), None)
     if baseline not in tables:
         raise KeyError(f"baseline {baseline!r} is not one of the settings {list(tables)}")
     rows = []
@@ -61,7 +63,7 @@ def main_results(tables: Mapping[str, pd.DataFrame], finetuned: bool = False, ba
         row = {"setting": label, "questions": table["question_id"].nunique(), **metrics.summarize(table).to_dict()}
         diff = metrics.paired_bootstrap(table, tables[baseline], "accuracy", n_boot, seed)
         if label != baseline:
-            row.update({f"Δ vs {baseline}": diff["delta"], "Δ low": diff["low"], "Δ high": diff["high"]})
+            row.update({"Δ vs Answerer": diff["delta"], "Δ low": diff["low"], "Δ high": diff["high"]})
         rows.append(row)
     ours = pd.DataFrame(rows)
     reported = paper.paper_table("table1" if finetuned else "table2")
@@ -69,7 +71,9 @@ def main_results(tables: Mapping[str, pd.DataFrame], finetuned: bool = False, ba
     accuracy_columns = [c for c in ours.columns if c in paper.QA_COLUMNS]
     paper_columns = accuracy_columns or paper.NEXTQA  # the mini world has no paper columns: show NExT-QA's
     beside = reported[["setting", *paper_columns]].rename(columns={c: f"{c} (paper)" for c in paper_columns})
-    return ours.merge(beside, on="setting", how="left")
+    out = ours.merge(beside, on="setting", how="left")
+    out.attrs["baseline"] = baseline
+    return out
 
 
 def main_result_predictions(ws, finetuned: bool = False, seed: int = 0, split: str = "val", num_frames: int = 32,
@@ -265,7 +269,7 @@ def localizer_frames(ev: Evaluator, frames_per_image: int = 4, num_frames: int =
     reported = reported[reported.answerer == ("fine-tuned" if finetuned else "zero-shot")]
     rows = []
     for frames, table in tables.items():
-        row = {"localizer_frames": frames, "questions": len(table), **metrics.summarize(table).to_dict()}
+        row = {"answerer": "fine-tuned" if finetuned else "zero-shot", "localizer_frames": frames, "questions": len(table), **metrics.summarize(table).to_dict()}
         if table["relevant_frames"].notna().any():
             row["hit_rate"] = 100 * metrics.per_question(table, "hit_rate").mean()
         if frames != 1:
@@ -273,7 +277,7 @@ def localizer_frames(ev: Evaluator, frames_per_image: int = 4, num_frames: int =
             row.update({"Δ vs single-frame": diff["delta"], "Δ low": diff["low"], "Δ high": diff["high"]})
         rows.append(row)
     beside = reported[["localizer_frames", "nextqa_avg"]].rename(columns={"nextqa_avg": "nextqa_avg (paper)"})
-    return pd.DataFrame(rows).merge(beside, on="localizer_frames", how="left")
+    return pd.DataFrame(rows).merge(beside, on="localizer_frames", how="left")  # `reported` holds one answerer
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from sevila_lib.scorers import LocalizerScorer
 from tests.conftest import QUESTIONS, make_tiny_model
 from tests.test_evaluation import ArrayReader
 
+ANSWERER = "BLIP-2^concat (Answerer) (4)"
+
 torch.set_num_threads(1)
 
 
@@ -31,27 +33,28 @@ def test_main_results_accuracy_difference_and_paper_rows():
                             "counting": [False, True]})  # 4 of 8 right
     sevila = predictions({"descriptive": [True, True], "temporal": [True, False], "causal": [True, True],
                           "counting": [False, True]})  # 6 of 8: the two changed questions both turn right
-    table = pr.main_results({pr.ANSWERER: answerer, "SeViLA† (32→4)": sevila, "mine": sevila}, n_boot=200)
-    assert list(table.setting) == [pr.ANSWERER, "SeViLA† (32→4)", "mine"]
+    table = pr.main_results({ANSWERER: answerer, "SeViLA† (32→4)": sevila, "mine": sevila}, n_boot=200)
+    assert list(table.setting) == [ANSWERER, "SeViLA† (32→4)", "mine"]
     row = table.set_index("setting").loc["SeViLA† (32→4)"]
     assert row.world_descriptive == 100 and row.world_temporal == 50 and row.world_avg == 75
-    assert row[f"Δ vs {pr.ANSWERER}"] == 25  # paired: +2 questions of 8
+    assert row["Δ vs Answerer"] == 25 and table.attrs["baseline"] == ANSWERER  # paired: +2 questions of 8
     assert 0 <= row["Δ low"] <= 25 <= row["Δ high"] <= 100  # no question turns wrong: never below 0
-    assert np.isnan(table.set_index("setting").loc[pr.ANSWERER, "Δ low"])
+    assert np.isnan(table.set_index("setting").loc[ANSWERER, "Δ low"])
     assert row["nextqa_avg (paper)"] == 63.6  # Table 2's SeViLA†
     assert np.isnan(table.set_index("setting").loc["mine", "nextqa_avg (paper)"])  # not a paper row
-    finetuned = pr.main_results({pr.ANSWERER: answerer}, finetuned=True)
+    finetuned = pr.main_results({ANSWERER: answerer}, finetuned=True)
     assert finetuned["nextqa_avg (paper)"].item() == 72.6  # Table 1's Answerer
 
 
 def test_main_results_on_a_paper_dataset_shows_the_same_columns_of_the_paper():
     table = predictions({"CW": [True, False], "TN": [True, True], "DL": [False, False]}, dataset="nextqa")
-    out = pr.main_results({pr.ANSWERER: table})
+    out = pr.main_results({ANSWERER: table})
     assert out.nextqa_cau.item() == 50 and out.nextqa_tem.item() == 100 and out.nextqa_des.item() == 0
     assert out.nextqa_avg.item() == 50
     assert out["nextqa_avg (paper)"].item() == 62.4 and "star_avg (paper)" not in out
     with pytest.raises(KeyError):
         pr.main_results({"other": table})
+    assert pr.main_results({"A": table, "B": table}, baseline="B")["Δ vs Answerer"].tolist()[0] == 0
 
 
 def test_spans_in_seconds_cover_whole_frames():
@@ -114,7 +117,7 @@ def test_a_multi_frame_image_of_one_frame_is_the_single_frame_localizer(qa_evalu
 
 def test_localizer_frames_table_compares_single_and_multi_frame(qa_evaluator):
     table = pr.localizer_frames(qa_evaluator, frames_per_image=4, num_frames=8, num_keyframes=4, n_boot=100)
-    assert table.localizer_frames.tolist() == [1, 4]
+    assert table.localizer_frames.tolist() == [1, 4] and table.answerer.tolist() == ["zero-shot"] * 2
     assert table["nextqa_avg (paper)"].tolist() == [64.6, 63.6]
     multi = qa_evaluator.select(pr.MultiFrameLocalizerScorer(4), "top_k", 8, 4)
     for sampled, selected in zip(multi.sampled_frames, multi.selected_frames):  # one whole group of 4
