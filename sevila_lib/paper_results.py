@@ -336,7 +336,9 @@ def compute_cost(ev: Evaluator, questions: int = 8, num_frames: int = 32, num_ke
     time: one warm-up pass each, then `repeats` passes alternating the two; the time is the median pass over the
     questions. Memory: on CUDA the allocator's peak (`torch.cuda.max_memory_allocated`, weights included, as the
     paper's GB); on CPU the process's peak resident memory (VmHWM, weights and everything else in the process
-    included), with "added" = peak − memory in use before the pass, the part the setting itself needs.
+    included), with "added" = peak − memory in use before the pass, the part the setting itself needs. After the
+    warm-up the CPU allocator reuses what it freed, so for the mini model "added" is usually 0 MB for both: the
+    mini settings' working sets are too small to show on CPU, and only the GPU peak separates them.
     """
     model, reader = ev.model, ev.reader
     device = model.device
