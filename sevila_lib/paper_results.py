@@ -239,6 +239,8 @@ class MultiFrameLocalizerScorer(Scorer):
     """
 
     name = "localizer_multiframe"
+    per_frame = False  # a frame's score is its group's: it depends on its neighbours
+    parts = ("vision_encoder", "localizer", "llm")
 
     def __init__(self, frames_per_image: int = 4, kind: str = "logit", prompt: str = "official"):
         super().__init__(frames_per_image=frames_per_image, prompt=prompt)
@@ -423,3 +425,44 @@ def recorded_cost(reports_dir: str | Path = paths.REPORTS_DIR) -> pd.DataFrame:
                      "memory_gb": float(cells[3]), "memory_kind": lines[header].split("|")[4].strip(),
                      "source": f"{path.name}: {title}"})
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What the tables say, in sentences computed from them
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _versus(row: Mapping, baseline: str, delta: str = "Δ vs Answerer") -> str:
+    low, high = row[delta.replace("Δ vs Answerer", "Δ low").replace("Δ vs single-frame", "Δ low")], row["Δ high"]
+    verdict = metrics.verdict({"low": low, "high": high})
+    return f"{row[delta]:+.1f} points vs {baseline} [95% CI {low:+.1f}, {high:+.1f}]: {verdict}"
+
+
+def findings(table2: pd.DataFrame, table1: pd.DataFrame, table4: pd.DataFrame, table12: pd.DataFrame,
+             table15: pd.DataFrame) -> str:
+    """The notebook's closing text: each comparison of Tables 1, 2, 4, 12 and 15 as a sentence with its number,
+    CI and verdict, next to what the paper reports. Empty tables (missing runs) are said to be missing."""
+    lines = []
+    for name, table in (("Table 2 (zero-shot)", table2), ("Table 1 (fine-tuned)", table1)):
+        if table.empty:
+            lines.append(f"{name}: not computed (its runs are missing: run 02_reverse_chain).")
+            continue
+        baseline = table.attrs.get("baseline", ANSWERER)
+        for row in table[table.setting != baseline].to_dict("records"):
+            paper_avg = row.get("nextqa_avg (paper)")
+            said = "" if pd.isna(paper_avg) else f" (paper, NExT-QA Avg: {paper_avg:.1f})"
+            lines.append(f"{name}: {row['setting']}{said}: {_versus(row, baseline)}.")
+    if not table4.empty:
+        for row in table4.to_dict("records"):
+            lines.append(f"Table 4: {row['model']}: R1@0.5 {row['R1@0.5']:.1f}, R1@0.7 {row['R1@0.7']:.1f}, "
+                         f"mAP {row['mAP']:.1f} on {row['queries']} queries.")
+    for row in table12[table12.localizer_frames != 1].to_dict("records") if not table12.empty else []:
+        single = table12[(table12.answerer == row["answerer"]) & (table12.localizer_frames == 1)]
+        paper_gap = row["nextqa_avg (paper)"] - float(single["nextqa_avg (paper)"].iloc[0])
+        lines.append(f"Table 12 ({row['answerer']} Answerer): reading {row['localizer_frames']} frames as one image: "
+                     f"{_versus(row, 'the single-frame Localizer', 'Δ vs single-frame')} (paper: {paper_gap:+.1f}).")
+    measured = table15[table15.get("source", "measured here") == "measured here"] if not table15.empty else table15
+    if len(measured):
+        lines.append(f"Table 15: SeViLA takes {measured['time ratio vs Answerer'].iloc[0]:.2f}× the Answerer's time "
+                     f"per question here (paper: {measured['time ratio (paper)'].iloc[0]:.2f}×).")
+    return "\n".join(lines)

@@ -21,13 +21,18 @@ EXPECTED_TABLES = {
     "05_threshold": {"labeller", "rule", "hit_rate", "label_precision"},
     "06_table3": {"row", "world_avg (ours)", "nextqa_avg (paper)"},
     "07_selectors_zero_shot": {"setting", "world_avg", "world_counting", "hit_rate", "Δaccuracy vs uniform"},
+    "08_table2_zero_shot": {"setting", "world_avg", "Δ vs Answerer", "nextqa_avg (paper)"},
+    "08_table1_finetuned": {"setting", "world_avg", "Δ vs Answerer", "nextqa_avg (paper)"},
+    "08_table4_moment_retrieval": {"model", "R1@0.5", "R1@0.7", "mAP", "mAP (paper)"},
+    "08_table12_multiframe_localizer": {"answerer", "localizer_frames", "world_avg", "Δ vs single-frame"},
+    "08_table15_cost": {"model", "seconds_per_question", "memory_gb", "time ratio vs Answerer"},
 }
 
 
 def test_the_ordered_notebooks_exist():
     assert [p.stem for p in NOTEBOOKS] == ["00_setup", "01_forward_chain", "02_reverse_chain", "03_ablation_frames",
                                            "04_ablation_prompts", "05_ablation_threshold", "06_paper_tables",
-                                           "07_keyframe_selectors"]
+                                           "07_keyframe_selectors", "08_main_results"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
