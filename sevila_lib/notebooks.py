@@ -1,6 +1,6 @@
 """Batch runner: execute the ordered notebooks headlessly with papermill into `reports/`.
 
-    python -m sevila_lib.notebooks run --profile mini             # every notebook, in order (what `make reports` does)
+    python -m sevila_lib.notebooks run --profile mini             # every notebook (what `make reports` does)
     python -m sevila_lib.notebooks run --only 03_ablation_frames  # rerun one notebook
     python -m sevila_lib.notebooks run --profile paper -p video_root=/data/videos -p checkpoint=/ckpt/sevila.pth
     python -m sevila_lib.notebooks run --smoke --reports-dir /tmp/r  # the test suite's quick parameter set
@@ -8,8 +8,13 @@
 Each notebook executes into a hidden temp file beside its report and replaces `reports/NN_name.ipynb` only when
 it ran to the end, so an interrupted or failed run (an error, Ctrl-C) never overwrites the last complete executed
 notebook with a partial one. The partial copy is kept as `reports/NN_name.partial.ipynb`, with a banner cell
-saying that it stopped (papermill marks the error cell). The runner stops at the first failure; the earlier
-notebooks' outputs stay in place.
+saying that it stopped (papermill marks the error cell). After the first failure no further notebook starts; the
+finished notebooks' outputs stay in place.
+
+`--jobs N` runs up to N notebooks side by side (default: one per core, at most 3), each only after the notebooks it
+reads (`AFTER`: e.g. 03, 05, 07 and 08 use 02's training runs). Every kernel computes on one thread, so the
+numbers are the same whatever N and the machine's core count; each notebook's duration goes to
+`reports/durations.md`.
 
 Every notebook's parameters cell declares `shared: dict = {}` — the parameters all notebooks share
 (`workspace.SHARED`: profile, paths, device, seed, limits) — and a few of its own. `-p NAME=VALUE` with a name of
@@ -140,14 +145,37 @@ def _keep_partial(running: Path, target: Path, why: str) -> Path | None:
     return partial
 
 
+# Which notebooks read what another one made (its training runs or tables); the runner starts a notebook only
+# after these have finished, and runs the others side by side (`jobs`).
+AFTER: dict[str, tuple[str, ...]] = {
+    "03_ablation_frames": ("02_reverse_chain",),  # Localizer† of 02
+    "05_ablation_threshold": ("02_reverse_chain",),  # the fine-tuned Answerer of 02 as a labeller
+    "06_paper_tables": ("01_forward_chain", "02_reverse_chain", "03_ablation_frames", "04_ablation_prompts",
+                        "05_ablation_threshold"),  # their tables, beside the paper's
+    "07_keyframe_selectors": ("02_reverse_chain",),  # the refined Localizer of 02
+    "08_main_results": ("02_reverse_chain",),  # every training run of 02
+}
+# Each notebook's kernel computes on one thread, so its numbers never depend on the machine's core count (BLAS
+# sums in another order on more threads); the runner uses the cores by running notebooks side by side instead.
+KERNEL_THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def default_jobs() -> int:
+    """Notebooks run side by side: one per core, at most 3 (the dependency graph rarely has more ready)."""
+    return max(1, min(3, os.cpu_count() or 1))
+
+
 def run(profile: str = "mini", only: list[str] | None = None, smoke: bool = False,
         parameters: dict | None = None, reports_dir: Path | None = None, kernel: str = "python3",
-        notebooks_dir: Path | None = None) -> list[Path]:
-    """Execute the notebooks in order; returns the executed copies. Raises on the first failure (or Ctrl-C),
-    keeping the previous complete copy of that notebook and the partial one beside it (module docstring)."""
+        notebooks_dir: Path | None = None, jobs: int = 1) -> list[Path]:
+    """Execute the notebooks, `jobs` at a time in dependency order (`AFTER`; a dependency that is not selected is
+    assumed done); returns the executed copies in notebook order. On the first failure (or Ctrl-C) no further
+    notebook starts, the running ones finish, and the error is raised, keeping the previous complete copy of the
+    failed notebook and the partial one beside it (module docstring). Durations go to `reports/durations.md`."""
     import papermill
 
     from . import report
+    from .workspace import SHARED
 
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
@@ -158,13 +186,12 @@ def run(profile: str = "mini", only: list[str] | None = None, smoke: bool = Fals
     user = check_parameters(dict(parameters or {}), selected)
     reports_dir = Path(reports_dir or paths.REPORTS_DIR)
     reports_dir.mkdir(parents=True, exist_ok=True)
-    from .workspace import SHARED
-
     shared = {**PROFILES[profile], **(SMOKE if smoke else {}), "reports_dir": str(reports_dir.resolve()),
               **{name: value for name, value in user.items() if name in SHARED}}
     params = {"shared": shared, **{name: value for name, value in user.items() if name not in SHARED}}
-    executed = []
-    for source in selected:
+    os.environ.update(KERNEL_THREADS)  # inherited by every kernel started below
+
+    def execute(source: Path) -> float:
         target = reports_dir / source.name
         running = reports_dir / f".{source.stem}.running.ipynb"  # hidden: the reports index skips it
         started = time.time()
@@ -184,10 +211,56 @@ def run(profile: str = "mini", only: list[str] | None = None, smoke: bool = Fals
             raise
         os.replace(running, target)
         partial_path(target).unlink(missing_ok=True)  # a stale partial copy of an earlier run
-        print(f"[{source.stem}] done in {time.time() - started:.0f} s -> {target}", flush=True)
-        executed.append(target)
+        seconds = time.time() - started
+        print(f"[{source.stem}] done in {seconds:.0f} s -> {target}", flush=True)
+        return seconds
+
+    durations = _run_in_order(selected, execute, jobs)
+    _write_durations(reports_dir / "durations.md", durations, jobs)
     report.write_index(reports_dir)
-    return executed
+    return [reports_dir / p.name for p in selected]
+
+
+def _run_in_order(selected: list[Path], execute, jobs: int) -> dict[str, float]:
+    """`execute(notebook)` for each, at most `jobs` at once, each only after its selected `AFTER` notebooks."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    names = {p.stem for p in selected}
+    waiting, running, durations, failure = list(selected), {}, {}, None
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        while waiting or running:
+            ready = [p for p in waiting if all(d in durations for d in AFTER.get(p.stem, ()) if d in names)]
+            while failure is None and ready and len(running) < max(1, jobs):
+                source = ready.pop(0)
+                waiting.remove(source)
+                running[pool.submit(execute, source)] = source
+            if not running:  # a failure stopped new starts (or nothing can start): done
+                break
+            try:
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            except KeyboardInterrupt:  # the kernels got the same Ctrl-C; wait for them to wind up
+                failure = failure or KeyboardInterrupt()
+                wait(list(running))
+                continue
+            for future in finished:
+                source = running.pop(future)
+                try:
+                    durations[source.stem] = future.result()
+                except BaseException as err:
+                    failure = failure or err
+    if failure is not None:
+        raise failure
+    return durations
+
+
+def _write_durations(path: Path, durations: dict[str, float], jobs: int) -> None:
+    from .files import atomic_write_text
+
+    lines = ["# Notebook durations (this run)", "",
+             f"{jobs} notebook(s) at a time, one compute thread each, on {os.cpu_count()} cores.", "",
+             "| notebook | seconds |", "|---|---:|"]
+    lines += [f"| {name} | {seconds:.0f} |" for name, seconds in durations.items()]
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def _parse_value(text: str):
@@ -206,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--only", nargs="+", help="notebook names (e.g. 03_ablation_frames) to run")
     run_parser.add_argument("--smoke", action="store_true", help="tiny question limits (what the tests use)")
     run_parser.add_argument("--reports-dir", type=Path, default=None)
+    run_parser.add_argument("--jobs", type=int, default=default_jobs(),
+                            help="notebooks run side by side, in dependency order (default: cores, at most 3)")
     run_parser.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
                             help="override a notebook parameter, parsed as its parameters cell declares")
     sub.add_parser("list", help="list the ordered notebooks")
@@ -218,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"-p takes NAME=VALUE, got {bad[0]!r}")
     overrides = dict(item.split("=", 1) for item in args.parameter)  # strings, typed by the parameters cells
     try:
-        run(args.profile, args.only, args.smoke, overrides, args.reports_dir)
+        run(args.profile, args.only, args.smoke, overrides, args.reports_dir, jobs=args.jobs)
     except ValueError as err:  # a bad parameter or notebook name: refused before anything ran
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,5 +1,6 @@
 """The notebooks: committed clean, and every one runs under papermill with the smoke parameter set."""
 import json
+from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -150,3 +151,27 @@ def test_an_interactive_run_writes_the_scratch_folder_not_reports(tmp_path, monk
     monkeypatch.setattr(paths, "SCRATCH_DIR", tmp_path / "scratch")
     assert workspace.reports_folder(**{}) == tmp_path / "scratch"
     assert workspace.reports_folder(**{"reports_dir": str(tmp_path / "r"), "profile": "mini"}) == tmp_path / "r"
+
+
+def test_notebooks_run_side_by_side_only_after_what_they_read(tmp_path, monkeypatch):
+    folder = tiny_notebooks(tmp_path / "nb", second_cell="import os; print('threads', os.environ['OMP_NUM_THREADS'])")
+    reports = tmp_path / "reports"
+    order = []
+    import papermill
+
+    original = papermill.execute_notebook
+
+    def recording(source, output, **kwargs):
+        order.append(("start", Path(source).stem))
+        result = original(source, output, **kwargs)
+        order.append(("end", Path(source).stem))
+        return result
+
+    monkeypatch.setattr(papermill, "execute_notebook", recording)
+    monkeypatch.setattr(notebooks, "AFTER", {"02_second": ("01_first",)})
+    notebooks.run("mini", parameters={"steps": "2"}, reports_dir=reports, notebooks_dir=folder, jobs=2)
+    assert order.index(("end", "01_first")) < order.index(("start", "02_second"))
+    printed = json.dumps([c.get("outputs") for c in nbformat.read(reports / "02_second.ipynb", 4).cells])
+    assert "threads 1" in printed  # one compute thread per kernel, whatever the machine
+    durations = (reports / "durations.md").read_text()
+    assert "| 01_first |" in durations and "| 02_second |" in durations
