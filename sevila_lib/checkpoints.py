@@ -1,5 +1,5 @@
 """Loading and saving weights: Hugging Face BLIP-2 directories, LAVIS/SeViLA `.pth` files, the kit's own format
-(spec §5).
+(official checkpoints (HF `Shoubin/SeViLA`)).
 
 * `from_hf_blip2(path_or_hub_id)`: a BLIP-2 checkpoint as transformers saves it (e.g. the user's download of
   `Salesforce/blip2-flan-t5-xl`, or the kit's mini BLIP-2). Both bridges start from BLIP-2's Q-Former, as in
@@ -319,7 +319,7 @@ def load_lavis(model: SeViLA, path: str | Path, *, require: tuple[str, ...] = ()
         gaps = [k for k in report.missing if k.startswith(prefix)]
         if gaps:
             raise ValueError(f"{path}: does not hold {prefix.rstrip('.')} weights (e.g. {gaps[:3]}); "
-                             f"merge it with a checkpoint that does (spec §5.1)")
+                             f"merge it with a checkpoint that does (official checkpoints)")
     return report
 
 

@@ -1,4 +1,4 @@
-"""Model configuration: one `SevilaConfig` wrapping transformers' `Blip2Config` (spec §1.1, §1.6).
+"""Model configuration: one `SevilaConfig` wrapping transformers' `Blip2Config` (official `sevila.py`; official model yamls).
 
 The same classes serve the real BLIP-2 Flan-T5-XL shape and the tiny shapes used by tests and the mini world.
 Named presets: `"blip2-flan-t5-xl"` (the paper's shape), `"base"` (ViT-B/BERT-base/T5-base-like, random

@@ -1,7 +1,7 @@
 """Training runs as the notebooks use them (`02_reverse_chain`, `05_ablation_threshold`): train one bridge from a
 starting point, keep it under the workspace's runs folder, evaluate it. The loops live in `training.py`.
 
-Recipes: profile "paper" uses the official recipes (`training.PRESETS`, spec §2.3). Profile "mini" scales them to
+Recipes: profile "paper" uses the official recipes (`training.PRESETS`, official run scripts and yamls). Profile "mini" scales them to
 the moments world on a CPU: the same stages, losses, frame counts and schedule shape, with other epochs and a
 higher learning rate for the tiny model, no random crop (it would cut the 32×32 world's objects out), and the
 frozen parts' per-frame outputs computed once instead of every step (`training.FrameLookup`): the Localizer's
@@ -230,7 +230,7 @@ def mean_over_seeds(rows: pd.DataFrame, by: Sequence[str], baseline: dict | None
     95% CI, for the overall accuracy and the hit-rate (`compare`)."""
     from . import metrics
 
-    numeric = [c for c in rows.select_dtypes("number").columns if c not in (*by, "seed", "questions")]
+    numeric = [c for c in rows.select_dtypes("number").columns if c not in (*by, "seed", "questions", "options_truncated")]
     groups = rows.groupby(list(by), sort=False)
     out = groups[numeric].agg(metrics.mean_and_ci) if numeric else groups.size().to_frame().iloc[:, :0]
     out.insert(0, "seeds", groups.size())

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 PAPER_TABLE15 = {"SeViLA (32→4)": (3.28, 7.98), "Answerer (4)": (1.79, 7.56)}  # s per sample, GB; A6000
-QUESTION = "why does the person lie down without wearing her footwear?"  # NExT-QA's example (spec §1.3)
+QUESTION = "why does the person lie down without wearing her footwear?"  # NExT-QA's example (official `sevila.py`, `SeViLA.generate`)
 OPTIONS = ["follow woman.", "cleasn environment.", "resting.", "hot indoor.", "sunbathing in beach."]
 # Official per-GPU batch sizes and frame counts (run scripts): QVH pre-training 16 × 4 frames, answerer
 # fine-tuning 8 × 32 frames (top-4 by the frozen Localizer), self-refinement 16 × 4 frames.
@@ -219,7 +219,7 @@ def measure_readout(check: Check, model, questions: int = 1, num_frames: int = 3
 
 
 def optimizer_for(model, bridge: str):
-    """AdamW with the official decay rule (spec §2.2): weight decay 0.05 on parameters with ndim ≥ 2."""
+    """AdamW with the official decay rule (LAVIS `runner_base.py` and `optims.py`): weight decay 0.05 on parameters with ndim ≥ 2."""
     import torch
 
     params = [p for p in model.trainable_parameters(bridge)]
@@ -229,7 +229,7 @@ def optimizer_for(model, bridge: str):
 
 
 def pseudo_labels(model, features, qa_texts, answers):
-    """The reverse chain's labels (spec §2.4): a frame is "yes" iff the frozen Answerer, reading it alone with
+    """The reverse chain's labels (official `sevila.py` `forward`, reverse chain): a frame is "yes" iff the frozen Answerer, reading it alone with
     the teacher-forced letter read-out, picks the gold option. features (B, t, P, Dv) -> (B, t) bool"""
     import torch
 

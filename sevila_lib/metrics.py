@@ -1,15 +1,15 @@
 """Evaluation metrics: QA accuracy in the paper's table layouts, voting/oracle, keyframe quality, moment retrieval.
 
-Spec: /work/shared/reference/sevila-official.md
-- §3.4 (official `lavis/tasks/vqa.py`): overall and per-type accuracy, the STAR unweighted-mean special case, the
+Sources:
+- official `lavis/tasks/vqa.py`: overall and per-type accuracy, the STAR unweighted-mean special case, the
   NExT-QA Tem/Cau/Des grouping (not in the official code), FrameQA oracle, majority voting (not in the code).
-- §2.6 and paper appendix: QVHighlights span merging with a "span threshold" of 6 frames (not in the code).
+- official `blip2_fmr.py` and the paper's appendix: QVHighlights span merging with a "span threshold" of 6 frames (not in the code).
 - Paper Table 4: R1 and mAP exactly as the official QVHighlights evaluator (Moment-DETR's `standalone_eval/eval.py`):
   R1 reads the FIRST LISTED window, mAP the first 10 listed windows, ranked by score only after that cut. On that
   repository's `sample_val_preds.jsonl` with `highlight_val_release.jsonl` this gives its recorded numbers
   (R1@0.5 53.94, R1@0.7 34.84, mAP@0.5 54.96, mAP@0.75 31.01, mAP 32.20).
   Command line: `python -m sevila_lib.metrics qvh PREDICTIONS.jsonl highlight_val_release.jsonl`.
-- §4: the paper's tables these functions reproduce (Tables 1-3, 5-9 accuracy; Table 4 R1/mAP; Table 9 oracle).
+- the paper's tables these functions reproduce (Tables 1-3, 5-9 accuracy; Table 4 R1/mAP; Table 9 oracle).
 
 Two table shapes are used throughout:
 
@@ -44,7 +44,7 @@ QVH_IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.5:0
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Multiple-choice accuracy (spec §3.4, `VideoQA` task)
+# Multiple-choice accuracy (official `lavis/tasks/vqa.py`, `VideoQA` task)
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -53,17 +53,17 @@ def _correct(df: pd.DataFrame) -> pd.Series:
 
 
 def accuracy(df: pd.DataFrame) -> float:
-    """Fraction of rows whose `prediction` equals `answer` (the official `agg_metrics`, spec §3.4); NaN if empty."""
+    """Fraction of rows whose `prediction` equals `answer` (the official `agg_metrics`, official `lavis/tasks/vqa.py`); NaN if empty."""
     return float(_correct(df).mean()) if len(df) else float("nan")
 
 
 def accuracy_by_type(df: pd.DataFrame) -> pd.Series:
-    """Accuracy (fraction) per `question_type`, sorted by type (the official per-type keys, spec §3.4)."""
+    """Accuracy (fraction) per `question_type`, sorted by type (the official per-type keys, official `lavis/tasks/vqa.py`)."""
     return _correct(df).groupby(df["question_type"]).mean().sort_index().rename("accuracy")
 
 
 def nextqa_groups(df: pd.DataFrame) -> pd.Series:
-    """NExT-QA Tem/Cau/Des/Avg in percent, as in the paper's tables (spec §3.4; not computed by the official code).
+    """NExT-QA Tem/Cau/Des/Avg in percent, as in the paper's tables (official `lavis/tasks/vqa.py`; not computed by the official code).
 
     The 8 fine types (CW, CH, TN, TC, TP, DL, DC, DO) are grouped by their first letter. `nextqa_avg` is the overall
     accuracy over all questions, NOT the mean of the three groups: 69.4/74.2/81.3 weighted by 1612/2607/777
@@ -76,7 +76,7 @@ def nextqa_groups(df: pd.DataFrame) -> pd.Series:
 
 
 def star_summary(df: pd.DataFrame) -> pd.Series:
-    """STAR Int/Seq/Pre/Fea and Avg in percent (spec §3.4, the official STAR special case).
+    """STAR Int/Seq/Pre/Fea and Avg in percent (official `lavis/tasks/vqa.py`, the official STAR special case).
 
     Types are matched by their first three letters ("Interaction" -> `star_int`). When all four types are present,
     `star_avg` is the UNWEIGHTED mean of the four type accuracies, as the official `_report_metrics` does (the
@@ -97,7 +97,7 @@ def world_summary(df: pd.DataFrame) -> pd.Series:
 
 
 def summarize(df: pd.DataFrame) -> pd.Series:
-    """One row of percentages in the paper's column names, laid out per `dataset` (spec §3.4, §4 Table 1).
+    """One row of percentages in the paper's column names, laid out per `dataset` (official `lavis/tasks/vqa.py`; the paper's tables Table 1).
 
     nextqa -> `nextqa_tem/cau/des/avg` (`nextqa_groups`); star -> `star_int/seq/pre/fea/avg` (`star_summary`);
     world -> `world_<family>`, `world_avg`; any other dataset (how2qa, tvqa, vlep, ...) -> one column named after it
@@ -117,12 +117,12 @@ def summarize(df: pd.DataFrame) -> pd.Series:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Single-frame answering: voting and oracle (spec §3.4 `FrameQA`; paper Table 9)
+# Single-frame answering: voting and oracle (official `lavis/tasks/vqa.py` `FrameQA`; paper Table 9)
 # ---------------------------------------------------------------------------------------------------------------
 
 
 def per_frame_accuracy(per_frame: pd.DataFrame) -> float:
-    """Accuracy over all (question, frame) rows: the official FrameQA `avg_acc` (spec §3.4), as a fraction."""
+    """Accuracy over all (question, frame) rows: the official FrameQA `avg_acc` (official `lavis/tasks/vqa.py`), as a fraction."""
     return accuracy(per_frame)
 
 
@@ -528,6 +528,14 @@ def paired_bootstrap_over_seeds(pairs: Sequence[tuple[pd.Series, pd.Series]], n_
 def format_delta(d: Mapping) -> str:
     """"+2.1 [+0.4, +3.9]": a difference in points with its 95% CI."""
     return f"{d['delta']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}]"
+
+
+def parse_delta(text: str) -> dict[str, float] | None:
+    """`format_delta`'s text back to numbers ({"delta", "low", "high"}), None for anything else ("–")."""
+    import re
+
+    found = re.fullmatch(r"\s*([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\]\s*", str(text))
+    return None if found is None else dict(zip(("delta", "low", "high"), map(float, found.groups())))
 
 
 def verdict(d: Mapping) -> str:

@@ -1,4 +1,4 @@
-"""SeViLA: one image-language model (BLIP-2) made into a Localizer and an Answerer (paper §3, spec §1).
+"""SeViLA: one image-language model (BLIP-2) made into a Localizer and an Answerer (paper §3, official `sevila.py`).
 
     frames (B, T, 3, H, W)
       │  frozen ViT, run ONCE per frame and shared by both modules            vision_encoder
@@ -92,7 +92,7 @@ class SeViLA(nn.Module):
             self.llm.lm_head.weight = nn.Parameter(self.llm.shared.weight.detach().clone())
         self.answer_tokens = scoring.AnswerTokens.from_tokenizer(tokenizer)
         self.truncation = prompts.TruncationCounter()
-        # Official training leaves dropout on in the frozen T5 (spec §1.7); we switch it off unless asked.
+        # Official training leaves dropout on in the frozen T5 (official `sevila.py`, precision and dropout); we switch it off unless asked.
         self.frozen_dropout = False
         for frozen in (self.vision_encoder, self.llm):
             frozen.requires_grad_(False)

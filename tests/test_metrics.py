@@ -1,4 +1,4 @@
-"""Hand-computed cases for sevila_lib.metrics (spec §3.4, §2.6)."""
+"""Hand-computed cases for sevila_lib.metrics (official `lavis/tasks/vqa.py`; official `blip2_fmr.py`)."""
 import json
 import math
 

@@ -1,4 +1,4 @@
-"""The paper's numbers as data (spec §4): shape, names, and the arithmetic the spec cites (§3.4)."""
+"""The paper's numbers as data (the paper's tables): shape, names, and the arithmetic of the official `vqa.py` metric."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -24,7 +24,7 @@ def test_spec_check_nextqa_weighted_average():
 @pytest.mark.parametrize("name", NEXTQA_TABLES)
 def test_nextqa_avg_is_weighted_mean_of_groups(name):
     df = paper_table(name)
-    if name == "table6":  # CLIP's Tem is reconstructed from OCR (spec §4 Table 6): the one row off by 0.11
+    if name == "table6":  # CLIP's Tem is reconstructed from OCR (the paper's tables Table 6): the one row off by 0.11
         df = df[~df["method"].str.contains("CLIP")]
     assert (weighted_nextqa(df) - df["nextqa_avg"]).abs().max() <= ROUNDING
 

@@ -62,7 +62,7 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
     cfg = config(tmp_path, label_policy="threshold", tau=0.3)
     cfg.save(tmp_path / "cfg.json")
     assert TrainConfig.load(tmp_path / "cfg.json") == cfg
-    assert training.preset("nextqa_answerer").grad_accum_steps == 2  # spec §2.3 run script
+    assert training.preset("nextqa_answerer").grad_accum_steps == 2  # official run scripts and yamls run script
     assert training.preset("nextqa_refine", epochs=1).stage == "refine_localizer"
     assert training.preset("qvh_pretrain").bridge == "localizer"
 

@@ -1,4 +1,4 @@
-"""Frame sampling (spec §3.2), decoding, writing and the pixel transform (sevila_lib/video.py)."""
+"""Frame sampling (official `load_video` in `lavis/datasets/data_utils.py`), decoding, writing and the pixel transform (sevila_lib/video.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -17,7 +17,7 @@ CLIPS = [BIKES, CARPHONE, str(SAMPLE_VIDEOS_DIR / "carphone_pristine.mp4")]
 
 
 def spec_indices(vlen: int, fps: float, n: int, start=None, end=None) -> list[int]:
-    """Spec §3.2 written out independently: window, linspace boundaries, segment midpoints."""
+    """The official `load_video` sampling written out independently: window, linspace boundaries, segment midpoints."""
     lo, hi = (0, vlen) if start is None else (max(int(start * fps), 0), min(int(end * fps), vlen))
     bounds = np.linspace(lo, hi, n + 1).astype(int)
     return [(int(a) + int(b)) // 2 for a, b in zip(bounds[:-1], bounds[1:])]
