@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
+import torch
 
 from . import checkpoints, training
 from .checkpointing import checkpoint_candidates
@@ -28,17 +29,18 @@ from .workspace import Workspace
 PAPER_RECIPES = {"pretrain_localizer": "qvh_pretrain", "train_answerer": "nextqa_answerer",
                  "refine_localizer": "nextqa_refine"}
 MINI_RECIPES: dict[str, dict] = {
-    # Each chosen with throwaway probes on seed 0 (200 val questions) before the 3-seed runs of 02_reverse_chain.
-    # 300 moment queries: 2 epochs (76 steps) left the hit-rate where it was (+1.3); 20 epochs at 5e-4: +5.3.
-    "pretrain_localizer": dict(init_lr=5e-4, warmup_steps=20, epochs=20, batch_size=8, num_frames=8),
-    # 600 questions: 5 epochs raised accuracy with the pre-trained Localizer from 44.0 to 49.0; 10 epochs: 49.5
-    # in twice the time. (2 epochs was the earlier recipe, measured when the mini BLIP-2 still saw image sets.)
-    "train_answerer": dict(init_lr=2e-4, warmup_steps=20, epochs=5, batch_size=8, num_frames=32,
+    # Sized so that `make reports` trains every run of 02 (3 seeds) and 05 in minutes on 2 cores; probed on seed
+    # 0 (1,000 val questions) with the shipped mini BLIP-2, whose zero-shot Localizer already finds a relevant
+    # frame for 68.9% of questions (accuracy 51.5 with the zero-shot Answerer; uniform 4 frames: 44.3 / 31.2).
+    # 6 epochs at 1e-3 (228 steps, 66 s): hit-rate 70.5, accuracy 51.7. (The earlier 20 epochs at 5e-4 were chosen
+    # for a mini BLIP-2 without answerability pre-training, whose zero-shot Localizer was worse than uniform.)
+    "pretrain_localizer": dict(init_lr=1e-3, warmup_steps=10, epochs=6, batch_size=8, num_frames=8),
+    # 2 epochs from Localizer† (150 steps, 75 s): accuracy with Localizer† 50.9 vs 51.7 zero-shot — no gain here.
+    "train_answerer": dict(init_lr=2e-4, warmup_steps=20, epochs=2, batch_size=8, num_frames=32,
                            num_keyframes=4, keyframe_source="localizer"),
-    # 2 epochs at 2e-4 (the earlier recipe) raised the hit-rate but not QA accuracy. With the earlier mini BLIP-2:
-    # 10 epochs at 5e-4: hit-rate 60.7, accuracy 52.0; 20 at 5e-4: 70.0 / 56.0 (255 s); 8 at 1e-3: 68.0 / 55.0
-    # (98 s), kept. With the shipped one, 8 at 1e-3 took the zero-shot Localizer from 43.3 / 37.0 to 64.7 / 51.5.
-    "refine_localizer": dict(init_lr=1e-3, warmup_steps=20, epochs=8, batch_size=8, num_frames=4,
+    # 3 epochs at 1e-3 (225 steps, 105 s): the zero-shot Answerer's labels LOWER the hit-rate (68.9 -> 55.6) and
+    # accuracy (51.5 -> 46.8); at 2e-4 too (54.7 / 44.3). Kept at the official rule; 02 and 05 report the effect.
+    "refine_localizer": dict(init_lr=1e-3, warmup_steps=20, epochs=3, batch_size=8, num_frames=4,
                              label_mode="online", label_policy="argmax"),
 }
 SMOKE = dict(epochs=1, max_steps=2, batch_size=4, grad_accum_steps=1)  # any profile: two small steps
@@ -80,6 +82,21 @@ def _every_frame_lookup(ws: Workspace, model: SeViLA, compute, what: str) -> tra
                                                                    for s in ev.samples}, what)
 
 
+def vit_feature_cache(ws: Workspace, model: SeViLA, stage: str):
+    """The frozen ViT's features of a stage's training frames, read from the workspace's feature cache (each
+    video encoded whole, once, as in evaluation) instead of running the ViT at every step: (question_ids,
+    frame_indices) -> (B, T, P, Dv). Exact on the mini profile, whose training frames are not cropped."""
+    ev = ws.evaluator("train", model=model)
+    if stage == "pretrain_localizer":  # moment queries, from their own videos
+        ev = type(ev)(model, ws.moments["train"], ws.moment_reader, cache_dir=ev.cache_dir, progress=False)
+    by_id = {s.question_id: s for s in ev.samples}
+
+    def features(question_ids, frame_indices):
+        return torch.stack([ev.features(by_id[str(q)], [int(f) for f in frames])
+                            for q, frames in zip(question_ids, frame_indices)])
+    return features
+
+
 def localizer_score_cache(ws: Workspace, model: SeViLA) -> training.FrameLookup:
     """The frozen Localizer's score of every frame of every training video."""
     return _every_frame_lookup(ws, model, lambda ev, n: ev.frame_scores(n), "Localizer score")
@@ -117,16 +134,17 @@ def train(ws: Workspace, name: str, stage: str, seed: int = 0, start_from: Seque
     (out / "train").mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "train" / "start_fingerprint.txt", start)
     dataset = dataset_for(ws, stage, config, seed)
+    mini = ws.profile == "mini"  # no crop: the frozen parts' outputs per frame never change, so they are cached
+    features = vit_feature_cache(ws, model, stage) if mini else None
     if stage == "train_answerer":
-        cache = (localizer_score_cache(ws, model)
-                 if ws.profile == "mini" and config.keyframe_source == "localizer" else None)
-        training.train_answerer(model, dataset, config, keyframe_scores=cache, resume=resume)
+        cache = localizer_score_cache(ws, model) if mini and config.keyframe_source == "localizer" else None
+        training.train_answerer(model, dataset, config, keyframe_scores=cache, resume=resume, vit_features=features)
     elif stage == "refine_localizer":
-        cache = (answerer_logits_cache(ws, model) if ws.profile == "mini" and config.label_mode == "online"
+        cache = (answerer_logits_cache(ws, model) if mini and config.label_mode == "online"
                  and not config.labelling_dropout else None)
-        training.refine_localizer(model, dataset, config, frame_answers=cache, resume=resume)
+        training.refine_localizer(model, dataset, config, frame_answers=cache, resume=resume, vit_features=features)
     else:
-        getattr(training, stage)(model, dataset, config, resume=resume)
+        training.pretrain_localizer(model, dataset, config, resume=resume, vit_features=features)
     # Only the bridge this stage trains: the other one is whatever the run started from, and saving it would
     # let `Workspace.model_with(a, b)` overwrite a's trained bridge with b's untouched copy.
     checkpoints.save_bridges(model, out, which=TRAINED_BRIDGE[stage])

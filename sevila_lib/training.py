@@ -66,9 +66,10 @@ class StageLoss(nn.Module):
     only synchronises gradients of computations that run through a wrapped module's forward."""
 
     def __init__(self, model: SeViLA, config: TrainConfig, stored: LabelLookup | None = None,
-                 keyframe_scores: FrameLookup | None = None, frame_answers: FrameLookup | None = None):
+                 keyframe_scores: FrameLookup | None = None, frame_answers: FrameLookup | None = None,
+                 vit_features: Callable | None = None):
         super().__init__()
-        self.model, self.config, self.stored = model, config, stored
+        self.model, self.config, self.stored, self.vit_features = model, config, stored, vit_features
         self.keyframe_scores, self.frame_answers = keyframe_scores, frame_answers
         # Checked once here, before any step: a cached frozen pass was computed without dropout.
         if config.labelling_dropout and keyframe_scores is not None:
@@ -83,7 +84,12 @@ class StageLoss(nn.Module):
         if frames.shape[1] != self.config.num_frames:
             raise ValueError(f"batch has {frames.shape[1]} frames per video, config.num_frames is "
                              f"{self.config.num_frames}")
-        features = self.model.encode_frames(frames)  # (B, n, P, Dv), frozen ViT run once
+        if self.vit_features is not None:  # the frozen ViT's features from a cache (exact: no crop, no dropout)
+            indices = batch["frame_indices"]
+            indices = indices.tolist() if torch.is_tensor(indices) else indices
+            features = self.vit_features(batch["question_id"], indices).to(frames.device)
+        else:
+            features = self.model.encode_frames(frames)  # (B, n, P, Dv), frozen ViT run once
         stage = self.config.stage
         if stage == "train_answerer":
             keyframes = self.keyframes(features, batch)  # (B, k)
@@ -283,9 +289,11 @@ def run_stage(model: SeViLA, dataset: Dataset, config: TrainConfig, *, resume: b
               stored: LabelLookup | None = None, keyframe_scores: FrameLookup | None = None,
               frame_answers: FrameLookup | None = None,
               collate_fn: Callable | None = None,
-              step_callback: Callable[[int, float], None] | None = None) -> TrainResult:
+              step_callback: Callable[[int, float], None] | None = None,
+              vit_features: Callable | None = None) -> TrainResult:
     """The one training loop behind every stage. `step_callback(step, loss)` runs after each optimizer step,
-    before that step's checkpoint (tests raise in it to simulate a crash)."""
+    before that step's checkpoint (tests raise in it to simulate a crash). `vit_features(question_ids,
+    frame_indices)`: the frozen ViT's features from a cache instead of running it every step (mini profile)."""
     accelerator = make_accelerator(config)
     set_seed(config.seed)
     out = Path(config.output_dir)
@@ -296,7 +304,7 @@ def run_stage(model: SeViLA, dataset: Dataset, config: TrainConfig, *, resume: b
         raise ValueError(f"the dataset samples {dataset.num_frames} frames, config.num_frames is {config.num_frames}")
 
     with _train_only(model, config.bridge, config.llm_dropout):
-        stage = StageLoss(model, config, stored, keyframe_scores, frame_answers)
+        stage = StageLoss(model, config, stored, keyframe_scores, frame_answers, vit_features)
         optimizer = build_optimizer(stage, config)
         scheduler = LinearWarmupCosineLR(optimizer, config)
         loader, sampler = _loader(dataset, config, collate_fn, config.shuffle)
@@ -410,7 +418,7 @@ def _check_stage(config: TrainConfig, stage: str) -> TrainConfig:
 
 def train_answerer(model: SeViLA, dataset: Dataset, config: TrainConfig, *, resume: bool = False,
                    collate_fn: Callable | None = None, step_callback: Callable | None = None,
-                   keyframe_scores: FrameLookup | None = None) -> TrainResult:
+                   keyframe_scores: FrameLookup | None = None, vit_features: Callable | None = None) -> TrainResult:
     """Fine-tune the Answerer on k keyframes of the n training frames (forward chain, official `sevila.py` `forward`, Answerer fine-tuning).
 
     keyframe_source: "localizer" — the frozen Localizer's top-k (official); "uniform" — segment midpoints;
@@ -418,14 +426,15 @@ def train_answerer(model: SeViLA, dataset: Dataset, config: TrainConfig, *, resu
     keyframe_scores: the frozen Localizer's scores computed once (see `FrameLookup`) instead of every step.
     """
     return run_stage(model, dataset, _check_stage(config, "train_answerer"), resume=resume, collate_fn=collate_fn,
-                     step_callback=step_callback, keyframe_scores=keyframe_scores)
+                     step_callback=step_callback, keyframe_scores=keyframe_scores, vit_features=vit_features)
 
 
 def pretrain_localizer(model: SeViLA, moment_dataset: Dataset, config: TrainConfig, *, resume: bool = False,
-                       collate_fn: Callable | None = None, step_callback: Callable | None = None) -> TrainResult:
+                       collate_fn: Callable | None = None, step_callback: Callable | None = None,
+                       vit_features: Callable | None = None) -> TrainResult:
     """Pre-train the Localizer on moment retrieval (QVHighlights, official `blip2_fmr.py`): per-frame yes/no from `relevant`."""
     return run_stage(model, moment_dataset, _check_stage(config, "pretrain_localizer"), resume=resume,
-                     collate_fn=collate_fn, step_callback=step_callback)
+                     collate_fn=collate_fn, step_callback=step_callback, vit_features=vit_features)
 
 
 def compute_pseudo_labels(model: SeViLA, dataset: Dataset, config: TrainConfig,
@@ -463,7 +472,7 @@ def compute_pseudo_labels(model: SeViLA, dataset: Dataset, config: TrainConfig,
 
 def refine_localizer(model: SeViLA, dataset: Dataset, config: TrainConfig, *, resume: bool = False,
                      collate_fn: Callable | None = None, step_callback: Callable | None = None,
-                     frame_answers: FrameLookup | None = None) -> TrainResult:
+                     frame_answers: FrameLookup | None = None, vit_features: Callable | None = None) -> TrainResult:
     """Refine the Localizer on the frozen Answerer's pseudo-labels (reverse chain, official `sevila.py` `forward`, reverse chain).
 
     online (official): labels recomputed every step on that step's frames (from `frame_answers`, the frozen
@@ -476,7 +485,7 @@ def refine_localizer(model: SeViLA, dataset: Dataset, config: TrainConfig, *, re
     config = _check_stage(config, "refine_localizer")
     if config.label_mode == "online":
         return run_stage(model, dataset, config, resume=resume, collate_fn=collate_fn, step_callback=step_callback,
-                         frame_answers=frame_answers)
+                         frame_answers=frame_answers, vit_features=vit_features)
     if frame_answers is not None:
         raise ValueError("frame_answers serve online labels; stored labels come from their own table")
     path = Path(config.labels_path or Path(config.output_dir) / "pseudo_labels.csv")
@@ -485,7 +494,7 @@ def refine_localizer(model: SeViLA, dataset: Dataset, config: TrainConfig, *, re
     stats = report_label_stats(table, path, Path(config.output_dir))
     with _dataset_setting(dataset, train=False):
         result = run_stage(model, dataset, config, resume=resume, stored=LabelLookup(table, str(path)),
-                           collate_fn=collate_fn, step_callback=step_callback)
+                           collate_fn=collate_fn, step_callback=step_callback, vit_features=vit_features)
     result.label_stats, result.labels_path = stats, path
     return result
 
