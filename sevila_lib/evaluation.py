@@ -321,7 +321,10 @@ class Evaluator:
     def whole_video_length(self) -> int | None:
         """The length of the samples' videos when all have one length of at most `WHOLE_VIDEO_FRAMES`, else None."""
         if self._video_length is False:
-            lengths = {self.reader.info(s).num_frames for s in self.samples}
+            try:
+                lengths = {self.reader.info(s).num_frames for s in self.samples}
+            except (VideoError, OSError):  # an unreadable video: score sampled frames (its question is skipped there)
+                lengths = set()
             self._video_length = lengths.pop() if len(lengths) == 1 and min(lengths) <= WHOLE_VIDEO_FRAMES else None
         return self._video_length
 
