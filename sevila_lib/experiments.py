@@ -21,9 +21,10 @@ import torch
 from . import checkpoints, training
 from .checkpointing import checkpoint_candidates
 from .datasets import VideoQADataset
-from .evaluation import hash_weights, model_fingerprint, summary
+from .evaluation import hash_weights, model_fingerprint, parts_fingerprint, summary
 from .files import atomic_write_text
 from .model import SeViLA
+from .scorers import LocalizerScorer
 from .workspace import Workspace
 
 PAPER_RECIPES = {"pretrain_localizer": "qvh_pretrain", "train_answerer": "nextqa_answerer",
@@ -70,16 +71,24 @@ def dataset_for(ws: Workspace, stage: str, config: training.TrainConfig, seed: i
                           crop=ws.profile != "mini")
 
 
-def _every_frame_lookup(ws: Workspace, model: SeViLA, compute, what: str) -> training.FrameLookup:
+_LOOKUPS: dict[tuple, training.FrameLookup] = {}  # this process's lookups, by the model parts they depend on
+
+
+def _every_frame_lookup(ws: Workspace, model: SeViLA, compute, what: str,
+                        parts: Sequence[str]) -> training.FrameLookup:
     """A frozen part's output on every frame of every training video, computed once (mini profile):
     `compute(evaluator, n)` returns {question_id: one row per frame} with n = the videos' length (n segments of
-    an n-frame video = every frame)."""
+    an n-frame video = every frame). Runs that start from the same frozen part (e.g. every reverse-chain run
+    labelled by the zero-shot Answerer) share one lookup: it is kept by the fingerprint of `parts`."""
     lengths = {ws.reader.info(s).num_frames for s in ws.questions["train"]}
     if len(lengths) != 1:
         raise ValueError("a per-frame cache needs videos of one length; score and label online instead")
-    ev, n = ws.evaluator("train", model=model), lengths.pop()
-    return training.FrameLookup.from_per_question(compute(ev, n), {s.question_id: ev.frame_indices(s, n)
-                                                                   for s in ev.samples}, what)
+    key = (what, parts_fingerprint(model, parts), tuple(s.question_id for s in ws.questions["train"]))
+    if key not in _LOOKUPS:
+        ev, n = ws.evaluator("train", model=model), lengths.pop()
+        _LOOKUPS[key] = training.FrameLookup.from_per_question(
+            compute(ev, n), {s.question_id: ev.frame_indices(s, n) for s in ev.samples}, what)
+    return _LOOKUPS[key]
 
 
 def vit_feature_cache(ws: Workspace, model: SeViLA, stage: str):
@@ -99,14 +108,15 @@ def vit_feature_cache(ws: Workspace, model: SeViLA, stage: str):
 
 def localizer_score_cache(ws: Workspace, model: SeViLA) -> training.FrameLookup:
     """The frozen Localizer's score of every frame of every training video."""
-    return _every_frame_lookup(ws, model, lambda ev, n: ev.frame_scores(n), "Localizer score")
+    return _every_frame_lookup(ws, model, lambda ev, n: ev.frame_scores(n), "Localizer score",
+                               LocalizerScorer.parts)
 
 
 def answerer_logits_cache(ws: Workspace, model: SeViLA) -> training.FrameLookup:
     """The frozen Answerer's option logits from every frame alone of every training video, read out as the
     reverse chain's labels are (teacher-forced letters)."""
     return _every_frame_lookup(ws, model, lambda ev, n: ev.per_frame_logits(n, readout="teacher_forced"),
-                               "Answerer logits")
+                               "Answerer logits", ("vision_encoder", "answerer", "llm"))
 
 
 def train(ws: Workspace, name: str, stage: str, seed: int = 0, start_from: Sequence[str] = (), reuse: bool = True,

@@ -8,17 +8,19 @@ questions, and return the rows, each with its per-question outcomes so tables ca
 | `localizer_study`     | Table 5 (PT, SR, PT+SR)     | localizer_pretrained, localizer_refined, localizer_pt_sr       |
 | `answerer_study`      | Table 3 rows A–G            | answerer_ft_random, answerer_finetuned                         |
 | `training_frames_study` | Table 8                   | (those of Table 3)                                             |
-| `iteration_study`     | Table 14                    | iteration{r}_answerer, iteration{r}_localizer                  |
+| `iteration_study`     | Table 14                    | iteration{r}_answerer, iteration{r}_localizer (r ≥ 2)          |
 | `threshold_study`     | the open question on τ      | labels_* and sr_* (stored pseudo-labels under each rule)       |
 """
 from __future__ import annotations
 
-from typing import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from typing import Callable, Sequence
 
 import pandas as pd
 
 from . import experiments as ex, training
-from .workspace import Workspace
+from .workspace import Workspace, open_workspace
 
 # The claims of the paper's §3.3 and Tables 3/5 this kit tests: (rows, metric, baseline, treatment).
 LOCALIZER_CLAIMS = {
@@ -44,36 +46,62 @@ def _seeds(ws: Workspace, seeds: Sequence[int]) -> list[int]:
     return list(seeds)[:1] if ws.smoke else list(seeds)
 
 
-def localizer_study(ws: Workspace, seeds: Sequence[int], num_frames: int = 32, num_keyframes: int = 4) -> pd.DataFrame:
+def _one_seed(options: dict, study: Callable, seed: int, args: tuple) -> list[dict]:
+    """A study's work for one seed in a fresh process (the workspace reopened from its arguments)."""
+    return study(open_workspace(**options), seed, *args)
+
+
+def per_seed(ws: Workspace, seeds: Sequence[int], study: Callable, *args, jobs: int = 1) -> pd.DataFrame:
+    """`study(ws, seed, *args)` (a list of rows) for every seed, `jobs` seeds side by side in separate processes.
+    Seeds are independent (their own runs; shared caches are written atomically) and each process computes on
+    one thread, so the rows are the same whatever `jobs`."""
+    seeds = _seeds(ws, seeds)
+    if jobs <= 1 or len(seeds) <= 1:
+        return pd.DataFrame([row for seed in seeds for row in study(ws, seed, *args)])
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        parts = list(pool.map(_one_seed, [ws.options] * len(seeds), [study] * len(seeds), seeds,
+                              [args] * len(seeds)))
+    return pd.DataFrame([row for part in parts for row in part])
+
+
+def localizer_study(ws: Workspace, seeds: Sequence[int], num_frames: int = 32, num_keyframes: int = 4,
+                    jobs: int = 1) -> pd.DataFrame:
     """Table 5: the zero-shot Answerer reading the top k of n frames of four Localizers — untrained, pre-trained
     on moment queries (PT, Localizer†), self-refined on the zero-shot Answerer's pseudo-labels (SR), both."""
+    return per_seed(ws, seeds, _localizer_seed, num_frames, num_keyframes, jobs=jobs)
+
+
+def _localizer_seed(ws: Workspace, seed: int, num_frames: int, num_keyframes: int) -> list[dict]:
+    ex.train(ws, "localizer_pretrained", "pretrain_localizer", seed)
+    ex.train(ws, "localizer_refined", "refine_localizer", seed)
+    ex.train(ws, "localizer_pt_sr", "refine_localizer", seed, start_from=["localizer_pretrained"])
     rows = []
-    for seed in _seeds(ws, seeds):
-        ex.train(ws, "localizer_pretrained", "pretrain_localizer", seed)
-        ex.train(ws, "localizer_refined", "refine_localizer", seed)
-        ex.train(ws, "localizer_pt_sr", "refine_localizer", seed, start_from=["localizer_pretrained"])
-        for runs, pretrained, refined in (([], False, False), (["localizer_pretrained"], True, False),
-                                          (["localizer_refined"], False, True), (["localizer_pt_sr"], True, True)):
-            rows += ex.evaluate(ws, runs, seed, ("localizer",), num_frames, num_keyframes, pretrained=pretrained,
-                                self_refined=refined)
-    return pd.DataFrame(rows)
+    for runs, pretrained, refined in (([], False, False), (["localizer_pretrained"], True, False),
+                                      (["localizer_refined"], False, True), (["localizer_pt_sr"], True, True)):
+        rows += ex.evaluate(ws, runs, seed, ("localizer",), num_frames, num_keyframes, pretrained=pretrained,
+                            self_refined=refined)
+    return rows
 
 
-def answerer_study(ws: Workspace, seeds: Sequence[int], num_frames: int = 32, num_keyframes: int = 4) -> pd.DataFrame:
+def answerer_study(ws: Workspace, seeds: Sequence[int], num_frames: int = 32, num_keyframes: int = 4,
+                   jobs: int = 1) -> pd.DataFrame:
     """Table 3 rows A–G: A all n frames and B k uniform frames, zero-shot; C Localizer† and D the refined (PT+SR)
     Localizer → zero-shot Answerer; E the Answerer fine-tuned on random frames (one per segment) reading k
     uniform frames; F the Answerer fine-tuned on the frozen Localizer†'s keyframes, with Localizer†; G that
     Answerer with the refined Localizer. Needs `localizer_study`'s runs."""
+    return per_seed(ws, seeds, _answerer_seed, num_frames, num_keyframes, jobs=jobs)
+
+
+def _answerer_seed(ws: Workspace, seed: int, num_frames: int, num_keyframes: int) -> list[dict]:
+    ex.train(ws, "answerer_ft_random", "train_answerer", seed, keyframe_source="random")
+    ex.train(ws, "answerer_finetuned", "train_answerer", seed, start_from=["localizer_pretrained"])
     rows = []
-    for seed in _seeds(ws, seeds):
-        ex.train(ws, "answerer_ft_random", "train_answerer", seed, keyframe_source="random")
-        ex.train(ws, "answerer_finetuned", "train_answerer", seed, start_from=["localizer_pretrained"])
-        for row, runs, variant in (("A", [], "all"), ("B", [], "uniform"), ("C", ["localizer_pretrained"], "localizer"),
-                                   ("D", ["localizer_pt_sr"], "localizer"), ("E", ["answerer_ft_random"], "uniform"),
-                                   ("F", ["localizer_pretrained", "answerer_finetuned"], "localizer"),
-                                   ("G", ["answerer_finetuned", "localizer_pt_sr"], "localizer")):
-            rows += ex.evaluate(ws, runs, seed, (variant,), num_frames, num_keyframes, row=row)
-    return pd.DataFrame(rows)
+    for row, runs, variant in (("A", [], "all"), ("B", [], "uniform"), ("C", ["localizer_pretrained"], "localizer"),
+                               ("D", ["localizer_pt_sr"], "localizer"), ("E", ["answerer_ft_random"], "uniform"),
+                               ("F", ["localizer_pretrained", "answerer_finetuned"], "localizer"),
+                               ("G", ["answerer_finetuned", "localizer_pt_sr"], "localizer")):
+        rows += ex.evaluate(ws, runs, seed, (variant,), num_frames, num_keyframes, row=row)
+    return rows
 
 
 def training_frames_study(ws: Workspace, seeds: Sequence[int], num_frames: int = 32,
@@ -91,19 +119,21 @@ def training_frames_study(ws: Workspace, seeds: Sequence[int], num_frames: int =
 
 def iteration_study(ws: Workspace, seeds: Sequence[int], iterations: int = 3, num_frames: int = 32,
                     num_keyframes: int = 4) -> pd.DataFrame:
-    """Table 14: alternate Localizer refinement (labels of the current Answerer) and Answerer fine-tuning (on the
-    current Localizer's keyframes), starting from `answerer_study`'s fine-tuned Answerer; each round's chain."""
+    """Table 14: round 1 is SeViLA as `answerer_study` trained it (row G: the Answerer fine-tuned with Localizer†,
+    the Localizer refined by the reverse chain; the paper's round 1 equals its SeViLA row too). Each further round
+    fine-tunes the current Answerer on the current Localizer's keyframes, then refines the current Localizer on
+    that Answerer's pseudo-labels; each round's chain is evaluated."""
     rows = []
     for seed in _seeds(ws, seeds):
-        answerer, start = "answerer_finetuned", ["localizer_pretrained", "answerer_finetuned"]
+        answerer, localizer = "answerer_finetuned", "localizer_pt_sr"
         for r in range(1, (min(iterations, 2) if ws.smoke else iterations) + 1):
             if r > 1:
+                ex.train(ws, f"iteration{r}_answerer", "train_answerer", seed, start_from=[localizer, answerer])
                 answerer = f"iteration{r}_answerer"
-                ex.train(ws, answerer, "train_answerer", seed, start_from=[f"iteration{r - 1}_localizer"])
-                start = [f"iteration{r - 1}_localizer", answerer]
-            ex.train(ws, f"iteration{r}_localizer", "refine_localizer", seed, start_from=start)
-            rows += ex.evaluate(ws, [answerer, f"iteration{r}_localizer"], seed, ("localizer",), num_frames,
-                                num_keyframes, iteration=r)
+                ex.train(ws, f"iteration{r}_localizer", "refine_localizer", seed, start_from=[localizer, answerer])
+                localizer = f"iteration{r}_localizer"
+            rows += ex.evaluate(ws, [answerer, localizer], seed, ("localizer",), num_frames, num_keyframes,
+                                iteration=r)
     return pd.DataFrame(rows)
 
 
@@ -121,10 +151,12 @@ def claims(localizers: pd.DataFrame, answers: pd.DataFrame) -> dict[str, dict]:
 
 
 def threshold_study(ws: Workspace, taus: Sequence[float | None], label_frames: int, num_frames: int = 32,
-                    num_keyframes: int = 4, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Pseudo-labels of the zero-shot Answerer (and of 02's fine-tuned one, when its seed-`seed` run exists) under
-    the argmax rule (tau None) and P(gold) ≥ tau, their precision/recall against the true moments, and the
-    Localizer refined on each from the untrained one, evaluated as in Table 5. Returns (labels, results rows)."""
+                    num_keyframes: int = 4, seed: int = 0,
+                    finetuned_taus: Sequence[float | None] = (None,)) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pseudo-labels of the zero-shot Answerer under the argmax rule (tau None) and P(gold) ≥ tau for each of
+    `taus`, and of 02's fine-tuned Answerer (when its seed-`seed` run exists) under `finetuned_taus`; their
+    precision/recall against the true moments, and the Localizer refined on each from the untrained one, evaluated
+    as in Table 5. Returns (labels, results rows)."""
     labellers = {"zero-shot Answerer": []}
     if not ws.model_with("answerer_finetuned", seed=seed)[1]:
         labellers["fine-tuned Answerer"] = ["answerer_finetuned"]
@@ -137,7 +169,7 @@ def threshold_study(ws: Workspace, taus: Sequence[float | None], label_frames: i
         table = training.compute_pseudo_labels(ws.model_with(*runs, seed=seed)[0],
                                                ex.dataset_for(ws, "refine_localizer", config, seed), config,
                                                folder / "labels.csv")
-        for tau in taus:
+        for tau in (finetuned_taus if runs else taus):
             rule, relabelled = ("argmax" if tau is None else f"P(gold) ≥ {tau}"), ex.relabel(table, tau)
             path = folder / f"labels_{'argmax' if tau is None else tau}.csv"
             training.write_label_table(relabelled, path)

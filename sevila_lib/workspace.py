@@ -62,6 +62,7 @@ class Workspace:
     moment_reader: FrameReader | None = None  # frames of the moment-retrieval videos (default: `reader`)
     seed: int = 0
     smoke: bool = False
+    options: dict = field(default_factory=dict)  # the `open_workspace` arguments: another process reopens it
 
     def __post_init__(self):
         self.moment_reader = self.moment_reader or self.reader
@@ -136,6 +137,7 @@ def open_workspace(profile: str = "mini", *, device: str = "cpu", seed: int = 0,
                    blip2: str = "Salesforce/blip2-flan-t5-xl", checkpoint: str = "", smoke: bool = False) -> Workspace:
     """Build the workspace of a profile (seeding every RNG with `seed`); `max_questions` caps every split (smoke
     runs, quick looks; 0 or None: all); `reports_dir` empty: the scratch folder (`reports_folder`)."""
+    options = {name: value for name, value in locals().items()}  # before anything else is defined here
     environment.seed_everything(seed)
     reports_dir = reports_folder(reports_dir)
     runs_dir = _mkdir(paths.CACHE_DIR / "runs" / (f"{profile}-smoke" if smoke else profile))
@@ -147,7 +149,7 @@ def open_workspace(profile: str = "mini", *, device: str = "cpu", seed: int = 0,
         questions = {split: _limit(world.qa_samples(split), max_questions) for split in ("train", "val", "test")}
         moments = {split: _limit(world.moment_samples(split), max_questions) for split in ("train", "val")}
         return Workspace(profile, load_mini(device=device), WorldFrameReader(world), questions, moments,
-                         reports_dir, runs_dir, device, world, seed=seed, smoke=smoke)
+                         reports_dir, runs_dir, device, world, seed=seed, smoke=smoke, options=options)
     if profile == "paper":
         from .datasets import read_annotations
         from .video import VideoFileReader
@@ -162,5 +164,5 @@ def open_workspace(profile: str = "mini", *, device: str = "cpu", seed: int = 0,
         if moment_annotations:
             moments["train"] = _limit(read_annotations("qvh", moment_annotations), max_questions)
         return Workspace(profile, model, VideoFileReader(video_root), questions, moments, reports_dir, runs_dir,
-                         device, None, notes, VideoFileReader(moment_video_root or video_root), seed, smoke)
+                         device, None, notes, VideoFileReader(moment_video_root or video_root), seed, smoke, options)
     raise ValueError(f"unknown profile {profile!r}; use 'mini' or 'paper'")

@@ -1,0 +1,17 @@
+"""The training studies' plumbing: seeds side by side in processes give the same rows as one after another."""
+from sevila_lib import studies
+from sevila_lib.workspace import open_workspace
+
+
+def first_question(ws, seed, offset):
+    """A stand-in study: what a reopened workspace sees, per seed."""
+    return [{"seed": seed, "questions": len(ws.questions["val"]), "first": ws.questions["val"][0].question_id,
+             "value": seed + offset}]
+
+
+def test_seeds_in_separate_processes_give_the_same_rows(tmp_path):
+    ws = open_workspace("mini", max_questions=3, reports_dir=tmp_path)
+    alone = studies.per_seed(ws, [0, 1, 2], first_question, 10, jobs=1)
+    side_by_side = studies.per_seed(ws, [0, 1, 2], first_question, 10, jobs=2)
+    assert alone.to_dict("records") == side_by_side.to_dict("records")
+    assert alone["questions"].tolist() == [3, 3, 3] and alone["value"].tolist() == [10, 11, 12]
