@@ -83,7 +83,7 @@ def test_grid_runs_every_scorer_and_rule_and_reuses_scores_and_answers(setup, mo
     grid = ev.grid(["localizer", "localizer_prob"], rules, num_frames=6, num_keyframes=2)
     assert len(grid) == 2 * len(rules) * len(samples)
     assert set(grid.rule) == set(rules) and set(grid.scorer) == {"localizer", "localizer_prob"}
-    assert calls["localize"] == 2  # one scoring pass per scorer over the one batch
+    assert calls["localize"] == 1  # one T5 pass over the one batch serves both score kinds of the prompt
     distinct = grid.assign(frames=grid.selected_frames.map(tuple))[["question_id", "frames"]].drop_duplicates()
     assert calls["answer"] <= len(rules) * 2 and len(distinct) < len(grid)  # repeated selections looked up
     # The grid's official cell is the "localizer" variant.
