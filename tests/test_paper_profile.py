@@ -85,7 +85,7 @@ def test_paper_profile_runs_every_notebook_on_real_files(tmp_path, tokenizer):
     assert [p.stem for p in executed] == [p.stem for p in notebooks.notebook_paths()]
     for path in executed:
         nb = nbformat.read(path, 4)
-        assert nb.metadata["papermill"]["parameters"]["profile"] == "paper"
+        assert nb.metadata["papermill"]["parameters"]["shared"]["profile"] == "paper"
         assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     setup = "".join(o.get("text", "") for c in nbformat.read(reports / "00_setup.ipynb", 4).cells
                     for o in c.get("outputs", []))
@@ -95,5 +95,5 @@ def test_paper_profile_runs_every_notebook_on_real_files(tmp_path, tokenizer):
     predictions = pd.read_parquet(reports / "predictions" / "01_localizer.parquet")
     assert len(predictions) == min(len(CLIPS) * len(QUESTIONS), notebooks.SMOKE["max_questions"])
     for table in ("02_table3_ablation", "02_table5_localizer", "03_frames_grid", "04_prompts", "05_threshold",
-                  "06_table3"):
+                  "06_table3", "08_table2_zero_shot", "08_table15_cost"):
         assert len(pd.read_csv(reports / "tables" / f"{table}.csv")) > 0, table
