@@ -1,4 +1,4 @@
-"""Evaluation runner: one predictions table per run, with a disk cache of frozen-ViT features (official `lavis/tasks/vqa.py`; official `sevila.py` `generate`).
+"""Evaluation runner: one predictions table per run, with a disk cache of frozen-ViT features (official `vqa.py`).
 
 Variants (rows of the paper's Tables 1–3, 6, 7 and 9):
   "uniform"      Answerer on k frames sampled uniformly from the video (BLIP-2^concat, Table 3 row B)

@@ -219,7 +219,7 @@ def measure_readout(check: Check, model, questions: int = 1, num_frames: int = 3
 
 
 def optimizer_for(model, bridge: str):
-    """AdamW with the official decay rule (LAVIS `runner_base.py` and `optims.py`): weight decay 0.05 on parameters with ndim ≥ 2."""
+    """AdamW with the official decay rule (LAVIS `runner_base.py`): weight decay 0.05 on parameters with ndim ≥ 2."""
     import torch
 
     params = [p for p in model.trainable_parameters(bridge)]
@@ -229,7 +229,7 @@ def optimizer_for(model, bridge: str):
 
 
 def pseudo_labels(model, features, qa_texts, answers):
-    """The reverse chain's labels (official `sevila.py` `forward`, reverse chain): a frame is "yes" iff the frozen Answerer, reading it alone with
+    """The reverse chain's labels (official `sevila.py`, reverse chain): a frame is "yes" iff the frozen Answerer, reading it alone with
     the teacher-forced letter read-out, picks the gold option. features (B, t, P, Dv) -> (B, t) bool"""
     import torch
 

@@ -1,7 +1,7 @@
 """Evaluation metrics: QA accuracy in the paper's table layouts, voting/oracle, keyframe quality, moment retrieval.
 
 Sources:
-- official `lavis/tasks/vqa.py`: overall and per-type accuracy, the STAR unweighted-mean special case, the
+- official `vqa.py`: overall and per-type accuracy, the STAR unweighted-mean special case, the
   NExT-QA Tem/Cau/Des grouping (not in the official code), FrameQA oracle, majority voting (not in the code).
 - official `blip2_fmr.py` and the paper's appendix: QVHighlights span merging with a "span threshold" of 6 frames (not in the code).
 - Paper Table 4: R1 and mAP exactly as the official QVHighlights evaluator (Moment-DETR's `standalone_eval/eval.py`):
@@ -44,7 +44,7 @@ QVH_IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.5:0
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Multiple-choice accuracy (official `lavis/tasks/vqa.py`, `VideoQA` task)
+# Multiple-choice accuracy (official `vqa.py`, `VideoQA` task)
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -53,17 +53,17 @@ def _correct(df: pd.DataFrame) -> pd.Series:
 
 
 def accuracy(df: pd.DataFrame) -> float:
-    """Fraction of rows whose `prediction` equals `answer` (the official `agg_metrics`, official `lavis/tasks/vqa.py`); NaN if empty."""
+    """Fraction of rows whose `prediction` equals `answer` (the official `agg_metrics`, official `vqa.py`); NaN if empty."""
     return float(_correct(df).mean()) if len(df) else float("nan")
 
 
 def accuracy_by_type(df: pd.DataFrame) -> pd.Series:
-    """Accuracy (fraction) per `question_type`, sorted by type (the official per-type keys, official `lavis/tasks/vqa.py`)."""
+    """Accuracy (fraction) per `question_type`, sorted by type (the official per-type keys, official `vqa.py`)."""
     return _correct(df).groupby(df["question_type"]).mean().sort_index().rename("accuracy")
 
 
 def nextqa_groups(df: pd.DataFrame) -> pd.Series:
-    """NExT-QA Tem/Cau/Des/Avg in percent, as in the paper's tables (official `lavis/tasks/vqa.py`; not computed by the official code).
+    """NExT-QA Tem/Cau/Des/Avg in percent, as in the paper's tables (official `vqa.py`; not computed by the official code).
 
     The 8 fine types (CW, CH, TN, TC, TP, DL, DC, DO) are grouped by their first letter. `nextqa_avg` is the overall
     accuracy over all questions, NOT the mean of the three groups: 69.4/74.2/81.3 weighted by 1612/2607/777
@@ -76,7 +76,7 @@ def nextqa_groups(df: pd.DataFrame) -> pd.Series:
 
 
 def star_summary(df: pd.DataFrame) -> pd.Series:
-    """STAR Int/Seq/Pre/Fea and Avg in percent (official `lavis/tasks/vqa.py`, the official STAR special case).
+    """STAR Int/Seq/Pre/Fea and Avg in percent (official `vqa.py`, the official STAR special case).
 
     Types are matched by their first three letters ("Interaction" -> `star_int`). When all four types are present,
     `star_avg` is the UNWEIGHTED mean of the four type accuracies, as the official `_report_metrics` does (the
@@ -97,7 +97,7 @@ def world_summary(df: pd.DataFrame) -> pd.Series:
 
 
 def summarize(df: pd.DataFrame) -> pd.Series:
-    """One row of percentages in the paper's column names, laid out per `dataset` (official `lavis/tasks/vqa.py`; the paper's tables Table 1).
+    """One row of percentages in the paper's column names, laid out per `dataset` (official `vqa.py`; the paper's Table 1).
 
     nextqa -> `nextqa_tem/cau/des/avg` (`nextqa_groups`); star -> `star_int/seq/pre/fea/avg` (`star_summary`);
     world -> `world_<family>`, `world_avg`; any other dataset (how2qa, tvqa, vlep, ...) -> one column named after it
@@ -117,12 +117,12 @@ def summarize(df: pd.DataFrame) -> pd.Series:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Single-frame answering: voting and oracle (official `lavis/tasks/vqa.py` `FrameQA`; paper Table 9)
+# Single-frame answering: voting and oracle (official `vqa.py` `FrameQA`; paper Table 9)
 # ---------------------------------------------------------------------------------------------------------------
 
 
 def per_frame_accuracy(per_frame: pd.DataFrame) -> float:
-    """Accuracy over all (question, frame) rows: the official FrameQA `avg_acc` (official `lavis/tasks/vqa.py`), as a fraction."""
+    """Accuracy over all (question, frame) rows: the official FrameQA `avg_acc` (official `vqa.py`), as a fraction."""
     return accuracy(per_frame)
 
 

@@ -92,7 +92,7 @@ class SeViLA(nn.Module):
             self.llm.lm_head.weight = nn.Parameter(self.llm.shared.weight.detach().clone())
         self.answer_tokens = scoring.AnswerTokens.from_tokenizer(tokenizer)
         self.truncation = prompts.TruncationCounter()
-        # Official training leaves dropout on in the frozen T5 (official `sevila.py`, precision and dropout); we switch it off unless asked.
+        # Official training leaves dropout on in the frozen T5 (official `sevila.py`); we switch it off unless asked.
         self.frozen_dropout = False
         for frozen in (self.vision_encoder, self.llm):
             frozen.requires_grad_(False)

@@ -19,10 +19,10 @@ import pandas as pd
 NEXTQA = ["nextqa_tem", "nextqa_cau", "nextqa_des", "nextqa_avg"]
 STAR = ["star_int", "star_seq", "star_pre", "star_fea", "star_avg"]
 QA_COLUMNS = [*NEXTQA, *STAR, "how2qa", "tvqa", "vlep"]
-NEXTQA_VAL_COUNTS = {"nextqa_tem": 1612, "nextqa_cau": 2607, "nextqa_des": 777}  # questions per group (official `lavis/tasks/vqa.py`)
+NEXTQA_VAL_COUNTS = {"nextqa_tem": 1612, "nextqa_cau": 2607, "nextqa_des": 777}  # questions per group (official `vqa.py`)
 
 _MAIN_KEYS = ["variant", "model", "frames"]
-_TABLE1 = [  # fine-tuned, val (the paper's tables Table 1)
+_TABLE1 = [  # fine-tuned, val (the paper's Table 1)
     ("internvideo", "InternVideo*", "8", 58.5, 62.5, 75.8, 63.2, 62.7, 65.6, 54.9, 51.9, 58.7, 79.0, 57.2, 63.9),
     ("blip2_voting", "BLIP-2^voting", "4", 65.2, 70.1, 80.1, 70.1, 52.3, 54.8, 49.0, 51.2, 51.8, 79.6, 54.5, 67.0),
     ("blip2_concat", "BLIP-2^concat (Answerer)", "4",

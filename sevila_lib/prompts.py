@@ -1,4 +1,4 @@
-"""Every prompt string SeViLA feeds to the language model, in one place (paper §3.1, official `sevila.py`, `SeViLA.generate`; official `sevila.py`, the Answerer prompt).
+"""Every prompt string SeViLA feeds to the language model, in one place (paper §3.1, official `sevila.py` prompts).
 
 The strings reproduce the official `MCVideoQADataset.__getitem__` exactly, including its quirks
 (a space before ")" in the localizer's option list, options without letters, question text used raw).

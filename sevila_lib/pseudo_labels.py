@@ -36,7 +36,7 @@ def pseudo_labels(option_logits: Tensor, answers: Sequence[int] | Tensor, policy
                   tau: float = 0.5) -> PseudoLabels:
     """Label frames from per-frame option logits (B, T, O) and gold answers (B,).
 
-    argmax (official): "yes" iff argmax == gold — no threshold, no balancing, no fallback (official `sevila.py` `forward`, reverse chain).
+    argmax (official): "yes" iff argmax == gold — no threshold, no balancing, no fallback (official `sevila.py`, reverse chain).
     threshold: "yes" iff softmax(option logits)[gold] ≥ tau.
     """
     if policy not in LABEL_POLICIES:
@@ -55,7 +55,7 @@ def labelling_mode(model: SeViLA, dropout: bool) -> Iterator[None]:
     """Mode for the no-grad passes of a frozen module (keyframe selection, pseudo-labelling).
 
     dropout=False (kit default): `model.eval()`, deterministic labels. dropout=True: the official behaviour —
-    the runner's `model.train()` leaves dropout on in the frozen Q-Former and T5 (official `sevila.py`, precision and dropout).
+    the runner's `model.train()` leaves dropout on in the frozen Q-Former and T5 (official `sevila.py`).
     """
     was_training = model.training
     if dropout:

@@ -1,4 +1,4 @@
-"""The one sample record every reader produces and every loader consumes (official `Data Preprocess.ipynb` and `mc_video_vqa_datasets.py`)."""
+"""The one sample record every reader produces and every loader consumes (official `Data Preprocess.ipynb`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,4 +1,4 @@
-"""How SeViLA reads decisions off the frozen language model (official `sevila.py`, `SeViLA.generate`; official `sevila.py`, the Answerer prompt; official `sevila.py` `forward`, reverse chain; official `sevila.py` `generate`).
+"""How SeViLA reads decisions off the frozen language model (official `sevila.py`).
 
 * Localizer: the logit of "yes" at the FIRST decoder step. The official code calls `generate()` for up to
   30 tokens and keeps `scores[0]`; one teacher-forced decoder step gives the same numbers for a fraction of

@@ -1,6 +1,6 @@
 """A small T5-style tokenizer for the mini world, built offline (no download of T5's sentencepiece model).
 
-It mimics what the kit relies on in the real Flan-T5 tokenizer (official `sevila.py`, `SeViLA.generate`; official `sevila.py`, the Answerer prompt): a Unigram model over
+It mimics what the kit relies on in the real Flan-T5 tokenizer (official `sevila.py` prompts): a Unigram model over
 "▁"-prefixed pieces (Metaspace pre-tokenisation, as sentencepiece), T5's specials `<pad>`=0, `</s>`=1,
 `<unk>`=2, `</s>` appended to every encoded text, "yes"/"no" single tokens, "Option A" -> ["▁Option", "▁A"],
 and a lone "▁" at the end of "Frame: " / "Frame 1: " (the official frame prefixes end with it).

@@ -29,7 +29,7 @@ class TrainConfig:
     """
 
     stage: str = "train_answerer"  # "pretrain_localizer" | "train_answerer" | "refine_localizer"
-    # optimiser and schedule (LAVIS `runner_base.py` and `optims.py`)
+    # optimiser and schedule (LAVIS `runner_base.py`)
     init_lr: float = 3e-5
     min_lr: float = 0.0
     warmup_lr: float = 1e-8
@@ -43,7 +43,7 @@ class TrainConfig:
     num_frames: int = 32  # n: frames the dataset samples per video
     num_keyframes: int = 4  # k: frames the Answerer reads (train_answerer)
     keyframe_source: str = "localizer"  # "localizer" (official) | "uniform" | "random" (paper Table 8)
-    # pseudo-labels (refine_localizer, official `sevila.py` `forward`, reverse chain)
+    # pseudo-labels (refine_localizer, official `sevila.py`, reverse chain)
     label_mode: str = "online"  # "online" (official: every step) | "stored" (once, into a table)
     label_policy: str = "argmax"  # "argmax" (official: argmax == gold) | "threshold" (P(gold) ≥ tau)
     tau: float = 0.5
@@ -93,8 +93,8 @@ class TrainConfig:
         atomic_write_text(path, json.dumps(asdict(self), indent=2))
 
 
-# The official recipes (official run scripts and yamls, run scripts; batch sizes are per GPU on 4 GPUs). Dropout switches stay at the
-# kit's defaults (off); set labelling_dropout / llm_dropout to True for the official behaviour (official `sevila.py`, precision and dropout).
+# The official recipes (official run scripts; batch sizes are per GPU on 4 GPUs). Dropout switches stay at the
+# kit's defaults (off); set labelling_dropout / llm_dropout to True for the official behaviour (official `sevila.py`).
 PRESETS: dict[str, dict[str, Any]] = {
     "qvh_pretrain": dict(stage="pretrain_localizer", init_lr=3e-5, warmup_steps=1000, epochs=80, batch_size=16,
                          grad_accum_steps=1, num_frames=4, mixed_precision="auto"),

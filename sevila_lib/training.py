@@ -1,15 +1,15 @@
-"""Training SeViLA's bridges: one Hugging Face Accelerate loop for the paper's three stages (official training: `sevila.py` and LAVIS `runner_base.py`).
+"""Training SeViLA's bridges: one Hugging Face Accelerate loop for the paper's three stages (official `sevila.py`, LAVIS `runner_base.py`).
 
 * `pretrain_localizer`   moment-retrieval pre-training (official `blip2_fmr.py`): a sampled frame is "yes" iff its time lies in
                          a relevant window (the dataset's `relevant` flags); loss `SeViLA.localizer_loss`.
-* `train_answerer`       the forward chain (official `sevila.py` `forward`, Answerer fine-tuning): the frozen Localizer keeps k of the n training frames
+* `train_answerer`       the forward chain (official `sevila.py`, Answerer fine-tuning): the frozen Localizer keeps k of the n training frames
                          (or uniform / random picks, paper Table 8); loss `SeViLA.answerer_loss`.
-* `refine_localizer`     the reverse chain (official `sevila.py` `forward`, reverse chain): the frozen Answerer labels every frame alone, the
+* `refine_localizer`     the reverse chain (official `sevila.py`, reverse chain): the frozen Answerer labels every frame alone, the
                          Localizer learns those yes/no labels, recomputed every step ("online", official) or
                          read from a table computed once ("stored").
 * `iterative_refinement` alternates the two chains for N rounds (paper Table 14; the official repo has no code).
 
-The loop (LAVIS `runner_base.py` and `optims.py`): AdamW (0.9, 0.999), weight decay 0.05 on parameters with ndim ≥ 2 (the official rule, so
+The loop (LAVIS `runner_base.py`): AdamW (0.9, 0.999), weight decay 0.05 on parameters with ndim ≥ 2 (the official rule, so
 the 3-D query tokens ARE decayed), LAVIS's `linear_warmup_cosine_lr`, gradient accumulation and mixed precision
 through Accelerate, and only the stage's bridge trainable. Checkpoints hold that bridge (safetensors) plus
 optimizer/scheduler/RNG state and the data position, so `resume=True` continues bit for bit.
@@ -419,7 +419,7 @@ def _check_stage(config: TrainConfig, stage: str) -> TrainConfig:
 def train_answerer(model: SeViLA, dataset: Dataset, config: TrainConfig, *, resume: bool = False,
                    collate_fn: Callable | None = None, step_callback: Callable | None = None,
                    keyframe_scores: FrameLookup | None = None, vit_features: Callable | None = None) -> TrainResult:
-    """Fine-tune the Answerer on k keyframes of the n training frames (forward chain, official `sevila.py` `forward`, Answerer fine-tuning).
+    """Fine-tune the Answerer on k keyframes of the n training frames (forward chain, official `sevila.py`, Answerer fine-tuning).
 
     keyframe_source: "localizer" — the frozen Localizer's top-k (official); "uniform" — segment midpoints;
     "random" — one random frame per segment, fresh each epoch (paper Table 8's "Random" training).
@@ -473,7 +473,7 @@ def compute_pseudo_labels(model: SeViLA, dataset: Dataset, config: TrainConfig,
 def refine_localizer(model: SeViLA, dataset: Dataset, config: TrainConfig, *, resume: bool = False,
                      collate_fn: Callable | None = None, step_callback: Callable | None = None,
                      frame_answers: FrameLookup | None = None, vit_features: Callable | None = None) -> TrainResult:
-    """Refine the Localizer on the frozen Answerer's pseudo-labels (reverse chain, official `sevila.py` `forward`, reverse chain).
+    """Refine the Localizer on the frozen Answerer's pseudo-labels (reverse chain, official `sevila.py`, reverse chain).
 
     online (official): labels recomputed every step on that step's frames (from `frame_answers`, the frozen
     Answerer's per-frame logits computed once, when given: see `FrameLookup`). stored: labels computed once over the

@@ -1,9 +1,9 @@
-"""Frames: which ones to take, how to decode them, how to write a video, and the pixel transform (official `load_video` in `lavis/datasets/data_utils.py`).
+"""Frames: which ones to take, how to decode them, how to write a video, and the pixel transform (official `data_utils.load_video`).
 
 Everything that touches video frames lives here, in four parts:
 
 1. `segment_frame_indices` / `relevant_frame_mask` — pure functions: the official sampling rule of
-   `load_video` (official `load_video` in `lavis/datasets/data_utils.py`) and the official QVHighlights frame labelling rule (official `blip2_fmr.py`).
+   `load_video` (`lavis/datasets/data_utils.py`) and the official QVHighlights frame labelling rule (official `blip2_fmr.py`).
 2. `FrameReader` — the protocol every frame source implements (`info`, `read`), with `VideoFileReader`
    for files on disk (PyAV by default, decord optional).
 3. `write_video` — writes uint8 frames as a real mp4, so synthetic videos go through the normal read path.
@@ -49,7 +49,7 @@ class VideoError(ValueError):
 # ---------------------------------------------------------------------------------------------------------
 
 def _frame_window(num_video_frames: int, fps: float, start: float | None, end: float | None) -> tuple[int, int]:
-    """The clip window in frames, `[int(start*fps), int(end*fps)]` clamped to `[0, vlen]` (official `load_video` in `lavis/datasets/data_utils.py`)."""
+    """The clip window in frames, `[int(start*fps), int(end*fps)]` clamped to `[0, vlen]` (official `data_utils.load_video`)."""
     if start is None and end is None:
         return 0, num_video_frames
     for name, value in (("start", start), ("end", end)):
@@ -70,7 +70,7 @@ def _frame_window(num_video_frames: int, fps: float, start: float | None, end: f
 def segment_frame_indices(num_video_frames: int, fps: float, num_samples: int, mode: str = "uniform",
                           rng: np.random.Generator | None = None, start: float | None = None,
                           end: float | None = None) -> tuple[list[int], bool]:
-    """Pick `num_samples` frame indices the way the official `load_video` does (official `load_video` in `lavis/datasets/data_utils.py`).
+    """Pick `num_samples` frame indices the way the official `load_video` does (`lavis/datasets/data_utils.py`).
 
     The window `[int(start*fps), int(end*fps)]` (whole video if both are None), clamped to the video, is cut
     into `num_samples` segments at `np.linspace(lo, hi, n+1).astype(int)`. "uniform" (eval) takes each
@@ -308,7 +308,7 @@ def read_frames_decord(path: str, indices: Sequence[int], question_id: str | Non
 
 
 class VideoFileReader:
-    """Frames from video files at `os.path.join(video_root, sample.video + extension)` (official `Data Preprocess.ipynb` and `mc_video_vqa_datasets.py`).
+    """Frames from video files at `os.path.join(video_root, sample.video + extension)` (official `Data Preprocess.ipynb`).
 
     `sample.video` may already carry an extension (".mp4", ".avi", ...), which is then kept.
     backend="pyav" (default) or "decord" (the official decoder; optional, imported lazily). Both give the
@@ -396,7 +396,7 @@ def random_resized_crop_box(height: int, width: int, rng: np.random.Generator,
                             ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
     """(top, left, crop_height, crop_width) by torchvision's RandomResizedCrop rule: up to 10 draws of an area
     fraction in `scale` and a log-uniform aspect ratio in `ratio`; if none fits, a centre crop clamped to
-    `ratio`. The official train transform (official `load_video` in `lavis/datasets/data_utils.py`) uses scale (0.5, 1) and ratio (3/4, 4/3)."""
+    `ratio`. The official train transform (official `data_utils.load_video`) uses scale (0.5, 1) and ratio (3/4, 4/3)."""
     area = height * width
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(10):
@@ -418,7 +418,7 @@ def random_resized_crop_box(height: int, width: int, rng: np.random.Generator,
 
 def frames_to_tensor(frames: np.ndarray | torch.Tensor, image_size: int, train: bool = False,
                      rng: np.random.Generator | None = None) -> torch.Tensor:
-    """uint8 frames (T, H, W, 3) -> normalised float (T, 3, S, S), S = image_size (official `load_video` in `lavis/datasets/data_utils.py`).
+    """uint8 frames (T, H, W, 3) -> normalised float (T, 3, S, S), S = image_size (official `data_utils.load_video`).
 
     Frames are resized straight to S×S (aspect ratio not kept, as decord's `height=224, width=224` does in the
     official loader), bicubic with antialiasing, then divided by 255 and normalised with the CLIP mean/std.

@@ -99,7 +99,7 @@ def test_vlep_has_no_question_and_official_video_names():
 
 
 def official_vlep_path(video: str, tv_root: str = "tvqa", youtube_root: str = "youtube") -> str:
-    """The official loader's VLEP path rule (official `Data Preprocess.ipynb` and `mc_video_vqa_datasets.py`): ':' -> YouTube clip folder, else cut 3 characters."""
+    """The official loader's VLEP path rule (official `Data Preprocess.ipynb`): ':' -> YouTube clip folder, else cut 3 characters."""
     return f"{youtube_root}/{video}.mp4" if ":" in video else f"{tv_root}/{video[:-3]}.mp4"
 
 

@@ -1,4 +1,4 @@
-"""Hand-computed cases for sevila_lib.metrics (official `lavis/tasks/vqa.py`; official `blip2_fmr.py`)."""
+"""Hand-computed cases for sevila_lib.metrics (official `vqa.py`; official `blip2_fmr.py`)."""
 import json
 import math
 

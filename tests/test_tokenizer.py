@@ -1,4 +1,4 @@
-"""The world tokenizer behaves like Flan-T5's where the kit depends on it (official `sevila.py`, `SeViLA.generate`; official `sevila.py`, the Answerer prompt)."""
+"""The world tokenizer behaves like Flan-T5's where the kit depends on it (official `sevila.py` prompts)."""
 from __future__ import annotations
 
 import pytest

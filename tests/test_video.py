@@ -1,4 +1,4 @@
-"""Frame sampling (official `load_video` in `lavis/datasets/data_utils.py`), decoding, writing and the pixel transform (sevila_lib/video.py)."""
+"""Frame sampling (official `data_utils.load_video`), decoding, writing and the pixel transform (sevila_lib/video.py)."""
 from __future__ import annotations
 
 import numpy as np
