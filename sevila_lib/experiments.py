@@ -21,7 +21,7 @@ import torch
 from . import checkpoints, training
 from .checkpointing import checkpoint_candidates
 from .datasets import VideoQADataset
-from .evaluation import hash_weights, model_fingerprint, parts_fingerprint, summary
+from .evaluation import Evaluator, hash_weights, model_fingerprint, parts_fingerprint, summary
 from .files import atomic_write_text
 from .model import SeViLA
 from .scorers import LocalizerScorer
@@ -96,8 +96,8 @@ def vit_feature_cache(ws: Workspace, model: SeViLA, stage: str):
     video encoded whole, once, as in evaluation) instead of running the ViT at every step: (question_ids,
     frame_indices) -> (B, T, P, Dv). Exact on the mini profile, whose training frames are not cropped."""
     ev = ws.evaluator("train", model=model)
-    if stage == "pretrain_localizer":  # moment queries, from their own videos
-        ev = type(ev)(model, ws.moments["train"], ws.moment_reader, cache_dir=ev.cache_dir, progress=False)
+    if stage == "pretrain_localizer":  # moment queries, from their own videos, in the same feature cache
+        ev = Evaluator(model, ws.moments["train"], ws.moment_reader, cache_dir=ev.cache_dir, progress=False)
     by_id = {s.question_id: s for s in ev.samples}
 
     def features(question_ids, frame_indices):

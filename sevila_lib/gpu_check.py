@@ -155,15 +155,21 @@ class Meter:
 
 def peak_rss_gb() -> float:
     """This process's peak resident memory (VmHWM)."""
+    return process_memory_kib("VmHWM") / 1e6
+
+
+def process_memory_kib(key: str = "VmHWM") -> int:
+    """A memory line of /proc/self/status in kB (VmHWM: peak resident, VmRSS: resident now); without /proc the
+    process's peak (`ru_maxrss`, kB on Linux), the best left."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1e6
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
     except OSError:
         pass
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 # ---- the measurements ------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from torch import Tensor
 from . import metrics, paper, paths, prompts
 from .chain import FrameBatch
 from .evaluation import Evaluator
+from .gpu_check import process_memory_kib
 from .model import SeViLA
 from .records import VideoQASample
 from .scorers import LocalizerScorer, Scorer
@@ -298,26 +299,14 @@ def _reset_peak_memory(device: torch.device) -> int:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass  # the mark then holds the process's peak so far: the added memory reads as 0
-    return _proc_status_kb("VmRSS") * 1024
+    return process_memory_kib("VmRSS") * 1024
 
 
 def _peak_memory(device: torch.device) -> int:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device)
-    return _proc_status_kb("VmHWM") * 1024
-
-
-def _proc_status_kb(key: str) -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux: the peak, the best left
+    return process_memory_kib("VmHWM") * 1024
 
 
 def parameter_counts(model: SeViLA) -> dict[str, dict[str, int]]:
