@@ -68,7 +68,24 @@ class FrameBatch:
 
     @cached_property
     def localizer_tokens(self) -> Tensor:
-        return self.model.localizer_tokens(self.features)
+        """The Localizer bridge's tokens (B, T, Q, D), computed once per distinct frame: the questions of one video
+        (four per video in the world) share its frames, and the bridge does not read the question. Frames are
+        shared only when their features are equal (a training crop makes two copies of a frame differ)."""
+        b, t = self.features.shape[:2]
+        flat = self.features.flatten(0, 1)
+        if self.questions.samples is None or torch.is_grad_enabled():
+            return self.model.localizer_tokens(self.features)
+        keys = [(sample.video, index) for sample, indices in zip(self.questions.samples, self.frame_indices)
+                for index in indices]
+        first: dict = {}
+        for position, key in enumerate(keys):
+            first.setdefault(key, position)
+        rows = {key: row for row, key in enumerate(first)}
+        copies = [rows[key] for key in keys]
+        distinct = flat[list(first.values())]
+        if not torch.equal(distinct[copies], flat):
+            return self.model.localizer_tokens(self.features)
+        return self.model.localizer_tokens(distinct[None])[0][copies].unflatten(0, (b, t))
 
     @cached_property
     def _no_yes_logits(self) -> dict[str, Tensor]:

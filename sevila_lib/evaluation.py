@@ -308,11 +308,13 @@ class Evaluator:
         wanted = list({s.label: s for s in scorers if (num_frames, s.label) not in self._scores}.values())
         length = self.whole_video_length()
         if length and any(s.per_frame for s in wanted):
-            every = self.every_frame_scores([s for s in wanted if s.per_frame])
+            kept = {s.stored().label: s.stored() for s in wanted if s.per_frame}  # e.g. both Localizer score kinds
+            every = self.every_frame_scores(list(kept.values()))
             for scorer in (s for s in wanted if s.per_frame):
+                values = every[scorer.stored().label]
                 self._scores[(num_frames, scorer.label)] = {
-                    q.question_id: every[scorer.label][q.question_id][self.frame_indices(q, num_frames)]
-                    for q in self.samples if q.question_id in every[scorer.label]}
+                    q.question_id: scorer.from_stored(values[q.question_id][self.frame_indices(q, num_frames)])
+                    for q in self.samples if q.question_id in values}
             wanted = [s for s in wanted if not s.per_frame]
         if wanted:
             self._scores.update(self._score_pass(num_frames, wanted, None))
@@ -347,7 +349,7 @@ class Evaluator:
         for scorer in scorers:
             if ("every", scorer.label) in self._scores:
                 continue
-            files[scorer.label] = self._score_file(scorer)
+            files[scorer.label] = self._score_file(scorer.label, scorer.parts)
             stored = self._read_scores(files[scorer.label])
             if stored is None:
                 todo.append(scorer)
@@ -357,18 +359,23 @@ class Evaluator:
             computed = self._score_pass(length, todo, length)
             self._scores.update(computed)
             for scorer in todo:
-                if files[scorer.label] is not None and not self.skipped:
-                    save_safetensors({q: v.contiguous() for q, v in computed[("every", scorer.label)].items()},
-                                     files[scorer.label], metadata={"scorer": scorer.label})
+                self._write_scores(files[scorer.label], computed[("every", scorer.label)], scorer.label)
         return {s.label: self._scores[("every", s.label)] for s in scorers}
 
-    def _score_file(self, scorer: Scorer) -> Path | None:
+    def _score_file(self, label: str, parts: Sequence[str]) -> Path | None:
+        """Where the per-frame outputs `label` of this Evaluator's questions, computed from the model `parts` in
+        this Evaluator's batches, are kept (None: no `score_dir`)."""
         if self.score_dir is None:
             return None
         ids = "\n".join(s.question_id for s in self.samples)
-        key = "|".join([SCORE_FILES_VERSION, scorer.label, parts_fingerprint(self.model, scorer.parts),
+        key = "|".join([SCORE_FILES_VERSION, label, parts_fingerprint(self.model, parts),
                         str(self.batch_size), str(self.whole_video_length()), ids])
         return Path(self.score_dir) / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.safetensors"
+
+    def _write_scores(self, path: Path | None, table: dict[str, Tensor], label: str) -> None:
+        """Keep a complete pass's outputs (never one that skipped an unreadable video)."""
+        if path is not None and not self.skipped:
+            save_safetensors({q: v.contiguous() for q, v in table.items()}, path, metadata={"scorer": label})
 
     @staticmethod
     def _read_scores(path: Path | None) -> dict[str, Tensor] | None:
@@ -511,7 +518,19 @@ class Evaluator:
     @torch.inference_mode()
     def per_frame_logits(self, num_frames: int = 4, readout: str = "official") -> dict[str, Tensor]:
         """The Answerer's option logits from each of n uniformly sampled frames alone ("Frame: " format), by
-        question id: (n, options) per question."""
+        question id: (n, options) per question. On short videos with n = every frame (the reverse chain's labels
+        on the world) they are kept in `score_dir`, like `every_frame_scores`, for every process that needs them."""
+        if num_frames == self.whole_video_length():
+            label, parts = f"answer_each_frame(readout={readout})", ("vision_encoder", "answerer", "llm")
+            path = self._score_file(label, parts)
+            stored = self._read_scores(path)
+            if stored is None:
+                stored = self._per_frame_pass(num_frames, readout)
+                self._write_scores(path, stored, label)
+            return stored
+        return self._per_frame_pass(num_frames, readout)
+
+    def _per_frame_pass(self, num_frames: int, readout: str) -> dict[str, Tensor]:
         logits = {}
         for batch, indices in self._batches(num_frames, f"per-frame n={num_frames}"):
             batch_logits = self.model.answer_each_frame(self._stack(batch, indices),

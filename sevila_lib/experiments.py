@@ -33,15 +33,18 @@ MINI_RECIPES: dict[str, dict] = {
     # Sized so that `make reports` trains every run of 02 (3 seeds) and 05 in minutes on 2 cores; probed on seed
     # 0 (1,000 val questions) with the shipped mini BLIP-2, whose zero-shot Localizer already finds a relevant
     # frame for 68.9% of questions (accuracy 51.5 with the zero-shot Answerer; uniform 4 frames: 44.3 / 31.2).
-    # 6 epochs at 1e-3 (228 steps, 66 s): hit-rate 70.5, accuracy 51.7. (The earlier 20 epochs at 5e-4 were chosen
-    # for a mini BLIP-2 without answerability pre-training, whose zero-shot Localizer was worse than uniform.)
+    # 6 epochs at 1e-3 (228 steps, 55 s): hit-rate 70.5, accuracy 51.7 (3 epochs: 66.8 / 50.8). (The earlier 20
+    # epochs at 5e-4 were chosen for a mini BLIP-2 without answerability pre-training, whose zero-shot Localizer
+    # was worse than uniform.)
     "pretrain_localizer": dict(init_lr=1e-3, warmup_steps=10, epochs=6, batch_size=8, num_frames=8),
-    # 2 epochs from Localizer† (150 steps, 75 s): accuracy with Localizer† 50.9 vs 51.7 zero-shot — no gain here.
+    # 2 epochs from Localizer† (150 steps, 20 s): accuracy with Localizer† 50.9 vs 51.7 zero-shot — no gain here
+    # (1 epoch: 50.7; read on uniform frames 29.6 vs 31.5 with 2 epochs).
     "train_answerer": dict(init_lr=2e-4, warmup_steps=20, epochs=2, batch_size=8, num_frames=32,
                            num_keyframes=4, keyframe_source="localizer"),
-    # 3 epochs at 1e-3 (225 steps, 105 s): the zero-shot Answerer's labels LOWER the hit-rate (68.9 -> 55.6) and
-    # accuracy (51.5 -> 46.8); at 2e-4 too (54.7 / 44.3). Kept at the official rule; 02 and 05 report the effect.
-    "refine_localizer": dict(init_lr=1e-3, warmup_steps=20, epochs=3, batch_size=8, num_frames=4,
+    # 2 epochs at 1e-3 (150 steps, 27 s): the zero-shot Answerer's labels LOWER the hit-rate (68.9 -> 56.8) and
+    # accuracy (51.5 -> 46.3); 3 epochs gave the same (55.6 / 46.8), so do 2e-4 (54.7 / 44.3). Kept at the
+    # official rule; 02 and 05 report the effect.
+    "refine_localizer": dict(init_lr=1e-3, warmup_steps=20, epochs=2, batch_size=8, num_frames=4,
                              label_mode="online", label_policy="argmax"),
 }
 SMOKE = dict(epochs=1, max_steps=2, batch_size=4, grad_accum_steps=1)  # any profile: two small steps
@@ -264,13 +267,31 @@ def mean_over_seeds(rows: pd.DataFrame, by: Sequence[str], baseline: dict | None
     out.insert(0, "seeds", groups.size())
     out = out.reset_index()
     if baseline is not None and OUTCOMES in rows:
-        base_name = ", ".join(str(v) for v in baseline.values())
+        base_name = ", ".join(f"{k}={v}" for k, v in baseline.items())  # e.g. "row=B", "pretrained=False, ..."
         for column in [c for c in numeric if c.endswith(compare[0]) or c in compare[1:]][:2]:
             out[f"Δ{column} vs {base_name}"] = [
                 "–" if all(key[b] == v for b, v in baseline.items()) else
                 metrics.format_delta(paired_delta(rows, column, baseline, key))
                 for key in out[list(by)].to_dict("records")]
     return out
+
+
+def frame_labels(ws: Workspace, model: SeViLA, num_frames: int = 32) -> pd.DataFrame:
+    """The reverse chain's pseudo-labels of `model`'s Answerer (official argmax rule) on the training questions,
+    as a label table (`pseudo_labels.LABEL_COLUMNS`, with the gold option's probability for other rules: `relabel`):
+    every frame of each video on short videos (the world; the same per-frame logits, kept in the score files, that
+    online labels are read from during refinement), else n uniformly sampled frames."""
+    ev = ws.evaluator("train", model=model)
+    n = ev.whole_video_length() or num_frames
+    logits = ev.per_frame_logits(n, readout="teacher_forced")
+    rows = []
+    for sample in (s for s in ev.samples if s.question_id in logits):
+        labels = training.pseudo_labels(logits[sample.question_id][None], [sample.answer])
+        for position, frame in enumerate(ev.frame_indices(sample, n)):
+            rows.append(dict(question_id=sample.question_id, frame_index=frame, position=position,
+                             gold_prob=float(labels.gold_prob[0, position]), correct=bool(labels.correct[0, position]),
+                             label=bool(labels.label[0, position])))
+    return pd.DataFrame(rows, columns=list(training.LABEL_COLUMNS))
 
 
 def relabel(table: pd.DataFrame, tau: float | None) -> pd.DataFrame:

@@ -547,6 +547,16 @@ def verdict(d: Mapping) -> str:
     return "not shown (CI includes 0)"
 
 
+def direction(d: Mapping) -> str:
+    """A setting's paired difference from its baseline in words, with no claim attached: "higher" or "lower"
+    only when the CI excludes 0."""
+    if d["low"] > 0:
+        return "higher (CI excludes 0)"
+    if d["high"] < 0:
+        return "lower (CI excludes 0)"
+    return "no difference shown (CI includes 0)"
+
+
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 

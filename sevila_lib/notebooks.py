@@ -151,9 +151,10 @@ AFTER: dict[str, tuple[str, ...]] = {
     "03_ablation_frames": ("02_reverse_chain",),  # Localizer† of 02
     "05_ablation_threshold": ("02_reverse_chain",),  # the fine-tuned Answerer of 02 as a labeller
     "06_paper_tables": ("01_forward_chain", "02_reverse_chain", "03_ablation_frames", "04_ablation_prompts",
-                        "05_ablation_threshold"),  # their tables, beside the paper's
+                        "05_ablation_threshold", "09_iterations"),  # their tables, beside the paper's
     "07_keyframe_selectors": ("02_reverse_chain",),  # the refined Localizer of 02
     "08_main_results": ("02_reverse_chain",),  # every training run of 02
+    "09_iterations": ("02_reverse_chain",),  # round 1 is 02's SeViLA (row G)
 }
 # Each notebook's kernel computes on one thread, so its numbers never depend on the machine's core count (BLAS
 # sums in another order on more threads); the runner uses the cores by running notebooks side by side instead.
@@ -226,7 +227,10 @@ def _run_in_order(selected: list[Path], execute, jobs: int) -> dict[str, float]:
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     names = {p.stem for p in selected}
-    waiting, running, durations, failure = list(selected), {}, {}, None
+    # Of the notebooks ready to start, those that others wait for first (02's training runs are the critical path).
+    waited_for = {d: sum(d in deps for deps in AFTER.values()) for d in names}
+    waiting = sorted(selected, key=lambda p: -waited_for[p.stem])  # stable: notebook order among equals
+    running, durations, failure = {}, {}, None
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         while waiting or running:
             ready = [p for p in waiting if all(d in durations for d in AFTER.get(p.stem, ()) if d in names)]

@@ -253,7 +253,8 @@ def write_index(reports_dir: str | Path = REPORTS_DIR) -> Path:
 
 def describe_deltas(table: pd.DataFrame, *label_columns: str) -> str:
     """A notebook's closing text, computed from its table: one line per setting and Δ column (the paired-bootstrap
-    differences `metrics.format_delta` wrote) with its verdict — "holds" only when the CI excludes 0."""
+    differences `metrics.format_delta` wrote) and its direction: "higher" or "lower" only when the CI excludes 0
+    (a setting is not a claim; the paper's claims get a verdict in `experiments.effect`)."""
     from . import metrics
 
     lines = []
@@ -262,5 +263,5 @@ def describe_deltas(table: pd.DataFrame, *label_columns: str) -> str:
             d = metrics.parse_delta(row[column])
             if d is not None:
                 setting = ", ".join(str(row[c]) for c in label_columns)
-                lines.append(f"{setting}: {column} = {row[column]} → {metrics.verdict(d)}")
+                lines.append(f"{setting}: {column} = {row[column]} → {metrics.direction(d)}")
     return "\n".join(lines) or "No comparison in this table has a CI (too few questions or settings)."

@@ -15,6 +15,7 @@ relevant. The first half of every keyframe selector (the second half is a rule i
 Scores are computed once per (question, n) by the Evaluator and reused by every rule and k. A scorer whose
 frames are scored each on its own (`per_frame`) is run over every frame of a short video once, and any n is read
 from those scores; `parts` names the model parts its scores depend on, which key the Evaluator's score files.
+What is kept is a scorer's `stored()` output (for both Localizer kinds: the ("no", "yes") logits, one pass).
 """
 from __future__ import annotations
 
@@ -50,6 +51,14 @@ class Scorer:
     def __call__(self, batch: FrameBatch) -> Tensor:
         raise NotImplementedError
 
+    def stored(self) -> "Scorer":
+        """The scorer whose per-frame output the Evaluator keeps (score files); this scorer's scores follow from it
+        by `from_stored`. Default: itself."""
+        return self
+
+    def from_stored(self, values: Tensor) -> Tensor:
+        return values
+
 
 class LocalizerScorer(Scorer):
     """SeViLA's Localizer: each frame alone with the localisation prompt; the "yes" logit at the first decoder
@@ -66,6 +75,28 @@ class LocalizerScorer(Scorer):
     @torch.inference_mode()
     def __call__(self, batch: FrameBatch) -> Tensor:
         return score_from_no_yes(batch.no_yes_logits(self.prompt), self.kind)
+
+    def stored(self) -> Scorer:
+        return LocalizerLogits(self.prompt)  # both score kinds follow from one pass's ("no", "yes") logits
+
+    def from_stored(self, values: Tensor) -> Tensor:
+        return score_from_no_yes(values, self.kind)
+
+
+class LocalizerLogits(Scorer):
+    """The Localizer's ("no", "yes") logits of each frame, (B, T, 2): what the Evaluator keeps for either score
+    kind of `LocalizerScorer`, so "localizer" and "localizer_prob" cost one pass."""
+
+    name = "localizer_no_yes"
+    parts = LocalizerScorer.parts
+
+    def __init__(self, prompt: str = "official"):
+        super().__init__(prompt=prompt)
+        self.prompt = prompt
+
+    @torch.inference_mode()
+    def __call__(self, batch: FrameBatch) -> Tensor:
+        return batch.no_yes_logits(self.prompt)
 
 
 class AnswererConfidence(Scorer):

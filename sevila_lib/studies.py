@@ -1,7 +1,7 @@
-"""The paper's training studies, each one call from a notebook (`02_reverse_chain`, `05_ablation_threshold`):
-train what a table needs for every seed (`experiments.train`: a finished run is reused), evaluate it on the val
-questions, and return the rows, each with its per-question outcomes so tables can pair them with their baseline
-(`experiments.mean_over_seeds`, `experiments.effect`).
+"""The paper's training studies, each one call from a notebook (`02_reverse_chain`, `05_ablation_threshold`,
+`09_iterations`): train what a table needs for every seed (`experiments.train`: a finished run is reused),
+evaluate it on the val questions, and return the rows, each with its per-question outcomes so tables can pair
+them with their baseline (`experiments.mean_over_seeds`, `experiments.effect`).
 
 | function              | paper                       | runs it trains (per seed)                                      |
 |-----------------------|-----------------------------|----------------------------------------------------------------|
@@ -9,7 +9,7 @@ questions, and return the rows, each with its per-question outcomes so tables ca
 | `answerer_study`      | Table 3 rows A–G            | answerer_ft_random, answerer_finetuned                         |
 | `training_frames_study` | Table 8                   | (those of Table 3)                                             |
 | `iteration_study`     | Table 14                    | iteration{r}_answerer, iteration{r}_localizer (r ≥ 2)          |
-| `threshold_study`     | the open question on τ      | labels_* and sr_* (stored pseudo-labels under each rule)       |
+| `threshold_study`     | the open question on τ      | sr_* (online pseudo-labels under each rule; argmax: Table 5's) |
 """
 from __future__ import annotations
 
@@ -51,24 +51,30 @@ def _one_seed(options: dict, study: Callable, seed: int, args: tuple) -> list[di
     return study(open_workspace(**options), seed, *args)
 
 
-def per_seed(ws: Workspace, seeds: Sequence[int], study: Callable, *args, jobs: int = 1) -> pd.DataFrame:
+def per_seed(ws: Workspace, seeds: Sequence[int], study: Callable, *args, jobs: int = 1,
+             untrained: Sequence[dict] = ()) -> pd.DataFrame:
     """`study(ws, seed, *args)` (a list of rows) for every seed, `jobs` seeds side by side in separate processes.
     Seeds are independent (their own runs; shared caches are written atomically) and each process computes on
-    one thread, so the rows are the same whatever `jobs`."""
+    one thread, so the rows are the same whatever `jobs`. `untrained`: rows of settings that train nothing (the
+    same for every seed), evaluated once and listed first under each seed."""
     seeds = _seeds(ws, seeds)
     if jobs <= 1 or len(seeds) <= 1:
-        return pd.DataFrame([row for seed in seeds for row in study(ws, seed, *args)])
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        parts = list(pool.map(_one_seed, [ws.options] * len(seeds), [study] * len(seeds), seeds,
-                              [args] * len(seeds)))
-    return pd.DataFrame([row for part in parts for row in part])
+        parts = [study(ws, seed, *args) for seed in seeds]
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            parts = list(pool.map(_one_seed, [ws.options] * len(seeds), [study] * len(seeds), seeds,
+                                  [args] * len(seeds)))
+    return pd.DataFrame([row for seed, part in zip(seeds, parts)
+                         for row in [{**row, "seed": seed} for row in untrained] + part])
 
 
 def localizer_study(ws: Workspace, seeds: Sequence[int], num_frames: int = 32, num_keyframes: int = 4,
                     jobs: int = 1) -> pd.DataFrame:
     """Table 5: the zero-shot Answerer reading the top k of n frames of four Localizers — untrained, pre-trained
     on moment queries (PT, Localizer†), self-refined on the zero-shot Answerer's pseudo-labels (SR), both."""
-    return per_seed(ws, seeds, _localizer_seed, num_frames, num_keyframes, jobs=jobs)
+    untrained = ex.evaluate(ws, [], 0, ("localizer",), num_frames, num_keyframes, pretrained=False,
+                            self_refined=False)
+    return per_seed(ws, seeds, _localizer_seed, num_frames, num_keyframes, jobs=jobs, untrained=untrained)
 
 
 def _localizer_seed(ws: Workspace, seed: int, num_frames: int, num_keyframes: int) -> list[dict]:
@@ -76,7 +82,7 @@ def _localizer_seed(ws: Workspace, seed: int, num_frames: int, num_keyframes: in
     ex.train(ws, "localizer_refined", "refine_localizer", seed)
     ex.train(ws, "localizer_pt_sr", "refine_localizer", seed, start_from=["localizer_pretrained"])
     rows = []
-    for runs, pretrained, refined in (([], False, False), (["localizer_pretrained"], True, False),
+    for runs, pretrained, refined in ((["localizer_pretrained"], True, False),
                                       (["localizer_refined"], False, True), (["localizer_pt_sr"], True, True)):
         rows += ex.evaluate(ws, runs, seed, ("localizer",), num_frames, num_keyframes, pretrained=pretrained,
                             self_refined=refined)
@@ -89,14 +95,16 @@ def answerer_study(ws: Workspace, seeds: Sequence[int], num_frames: int = 32, nu
     Localizer → zero-shot Answerer; E the Answerer fine-tuned on random frames (one per segment) reading k
     uniform frames; F the Answerer fine-tuned on the frozen Localizer†'s keyframes, with Localizer†; G that
     Answerer with the refined Localizer. Needs `localizer_study`'s runs."""
-    return per_seed(ws, seeds, _answerer_seed, num_frames, num_keyframes, jobs=jobs)
+    untrained = [row for name, variant in (("A", "all"), ("B", "uniform"))
+                 for row in ex.evaluate(ws, [], 0, (variant,), num_frames, num_keyframes, row=name)]
+    return per_seed(ws, seeds, _answerer_seed, num_frames, num_keyframes, jobs=jobs, untrained=untrained)
 
 
 def _answerer_seed(ws: Workspace, seed: int, num_frames: int, num_keyframes: int) -> list[dict]:
     ex.train(ws, "answerer_ft_random", "train_answerer", seed, keyframe_source="random")
     ex.train(ws, "answerer_finetuned", "train_answerer", seed, start_from=["localizer_pretrained"])
     rows = []
-    for row, runs, variant in (("A", [], "all"), ("B", [], "uniform"), ("C", ["localizer_pretrained"], "localizer"),
+    for row, runs, variant in (("C", ["localizer_pretrained"], "localizer"),
                                ("D", ["localizer_pt_sr"], "localizer"), ("E", ["answerer_ft_random"], "uniform"),
                                ("F", ["localizer_pretrained", "answerer_finetuned"], "localizer"),
                                ("G", ["answerer_finetuned", "localizer_pt_sr"], "localizer")):
@@ -150,34 +158,29 @@ def claims(localizers: pd.DataFrame, answers: pd.DataFrame) -> dict[str, dict]:
     return out
 
 
-def threshold_study(ws: Workspace, taus: Sequence[float | None], label_frames: int, num_frames: int = 32,
-                    num_keyframes: int = 4, seed: int = 0,
-                    finetuned_taus: Sequence[float | None] = (None,)) -> tuple[pd.DataFrame, pd.DataFrame]:
+def threshold_study(ws: Workspace, taus: Sequence[float | None], num_frames: int = 32, num_keyframes: int = 4,
+                    seed: int = 0, finetuned_taus: Sequence[float | None] = (None,)) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Pseudo-labels of the zero-shot Answerer under the argmax rule (tau None) and P(gold) ≥ tau for each of
     `taus`, and of 02's fine-tuned Answerer (when its seed-`seed` run exists) under `finetuned_taus`; their
-    precision/recall against the true moments, and the Localizer refined on each from the untrained one, evaluated
-    as in Table 5. Returns (labels, results rows)."""
+    precision/recall against the true moments (every frame of every training video), and the Localizer refined
+    on each from the untrained one with Table 5's recipe (online labels; the zero-shot argmax run IS Table 5's SR
+    run `localizer_refined`, reused), evaluated as in Table 5. Returns (labels, results rows)."""
     labellers = {"zero-shot Answerer": []}
     if not ws.model_with("answerer_finetuned", seed=seed)[1]:
         labellers["fine-tuned Answerer"] = ["answerer_finetuned"]
     labels, results = [], ex.evaluate(ws, [], seed, ("localizer",), num_frames, num_keyframes,
                                       labeller="(no refinement)", rule="-")
     for labeller, runs in labellers.items():
-        tag = "finetuned" if runs else "zeroshot"
-        folder = ws.run_dir(f"labels_{tag}", seed)
-        config = ex.recipe(ws, "refine_localizer", seed, folder, label_mode="stored", num_frames=label_frames)
-        table = training.compute_pseudo_labels(ws.model_with(*runs, seed=seed)[0],
-                                               ex.dataset_for(ws, "refine_localizer", config, seed), config,
-                                               folder / "labels.csv")
+        table = ex.frame_labels(ws, ws.model_with(*runs, seed=seed)[0], num_frames)
         for tau in (finetuned_taus if runs else taus):
             rule, relabelled = ("argmax" if tau is None else f"P(gold) ≥ {tau}"), ex.relabel(table, tau)
-            path = folder / f"labels_{'argmax' if tau is None else tau}.csv"
-            training.write_label_table(relabelled, path)
             stats = training.pseudo_label_stats(relabelled)
             labels.append(dict(labeller=labeller, rule=rule, tau=tau, **(ex.label_quality(relabelled, ws) if ws.world else {}),
                                no_positive_questions=round(100 * stats["no_positive_fraction"], 1)))
-            name = f"sr_{'ft' if runs else 'zs'}_{'argmax' if tau is None else tau}"
-            ex.train(ws, name, "refine_localizer", seed, label_mode="stored", num_frames=label_frames, labels_path=str(path))
+            policy = {} if tau is None else dict(label_policy="threshold", tau=tau)
+            name = ("localizer_refined" if not runs and tau is None
+                    else f"sr_{'ft' if runs else 'zs'}_{'argmax' if tau is None else tau}")
+            ex.train(ws, name, "refine_localizer", seed, start_from=runs, **policy)
             results += ex.evaluate(ws, [name], seed, ("localizer",), num_frames, num_keyframes, labeller=labeller,
                                    rule=rule)
     return pd.DataFrame(labels), pd.DataFrame(results)

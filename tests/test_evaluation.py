@@ -6,7 +6,7 @@ import torch
 from sevila_lib import prompts
 from sevila_lib.evaluation import Evaluator, FeatureCache, ground_truth_keyframes, model_fingerprint, save_predictions
 from sevila_lib.records import VideoQASample
-from sevila_lib.scorers import LocalizerScorer
+from sevila_lib.scorers import LocalizerLogits
 from sevila_lib.video import VideoError, VideoInfo
 from tests.conftest import QUESTIONS, make_tiny_model
 
@@ -268,8 +268,9 @@ def test_features_do_not_depend_on_what_was_computed_before(setup, tmp_path):
 def test_per_frame_scores_are_shared_through_score_files_and_across_n(setup, tmp_path):
     model, samples, reader = setup
     ev = Evaluator(model, samples, reader, score_dir=tmp_path, progress=False)
-    every = ev.every_frame_scores([LocalizerScorer()])["localizer"]
-    assert {q: v.shape for q, v in every.items()} == {s.question_id: (12,) for s in samples}
+    logits = ev.every_frame_scores([LocalizerLogits()])["localizer_no_yes"]  # what both score kinds are read from
+    assert {q: v.shape for q, v in logits.items()} == {s.question_id: (12, 2) for s in samples}
+    every = {q: v[:, 1] for q, v in logits.items()}  # the official score: the "yes" logit
     for n in (2, 6, 12, 24):  # every n is read from the one pass over every frame
         scores = ev.frame_scores(n)
         assert all(torch.equal(scores[s.question_id], every[s.question_id][ev.frame_indices(s, n)]) for s in samples)
@@ -278,6 +279,9 @@ def test_per_frame_scores_are_shared_through_score_files_and_across_n(setup, tmp
     calls = []
     again._score_pass = lambda *args: calls.append(args)  # must not be needed: the file holds the scores
     assert all(torch.equal(again.frame_scores(6)[q], ev.frame_scores(6)[q]) for q in every) and not calls
+    probs = again.scores(6, ["localizer_prob"])[0]  # the other score kind: read from the same file
+    assert not calls and all(torch.allclose(probs[q], logits[q][again.frame_indices(s, 6)].softmax(-1)[:, 1])
+                             for s, q in zip(samples, every))
     # Another answerer bridge does not change Localizer scores (same file); another question list does.
     other = Evaluator(model, samples[:2], reader, score_dir=tmp_path, progress=False)
     other.frame_scores(6)

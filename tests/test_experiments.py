@@ -73,8 +73,26 @@ def test_tables_over_seeds_give_cis_and_paired_deltas_against_their_baseline():
     table = experiments.mean_over_seeds(rows, ["setting"], baseline={"setting": "base"})
     assert table.set_index("setting")["world_avg"].to_dict() == {"base": "51.0 ± 12.7", "new": "71.0 ± 12.7",
                                                                    "lone": "51.0 (1 seed)"}
-    deltas = table.set_index("setting")["Δworld_avg vs base"]
+    deltas = table.set_index("setting")["Δworld_avg vs setting=base"]
     assert deltas["base"] == "–" and deltas["new"].startswith("+20.0 [")
     effect = experiments.effect(rows, "world_avg", {"setting": "base"}, {"setting": "new"})
     assert effect["per_seed"] == [20.0, 20.0] and effect["verdict"].startswith("holds")
     assert experiments.effect(rows, "world_avg", {"setting": "base"}, {"setting": "lone"})["seeds"] == 1
+
+
+def test_frame_labels_cover_every_frame_and_follow_the_answerer(tmp_path, monkeypatch):
+    from sevila_lib import training
+
+    monkeypatch.setattr(paths, "CACHE_DIR", tmp_path / "cache")
+    ws = open_workspace("mini", max_questions=3, reports_dir=tmp_path / "reports", smoke=True)
+    table = experiments.frame_labels(ws, ws.model)
+    length = ws.world.config.num_frames
+    assert list(table.columns) == list(training.LABEL_COLUMNS) and len(table) == 3 * length
+    assert table.groupby("question_id").frame_index.apply(list).tolist() == [list(range(length))] * 3
+    assert (table.label == table.correct).all() and table.gold_prob.between(0, 1).all()
+    logits = ws.evaluator("train").per_frame_logits(length, readout="teacher_forced")  # read back from the score file
+    sample = ws.questions["train"][0]
+    expected = logits[sample.question_id].softmax(-1)[:, sample.answer]
+    assert torch.allclose(torch.tensor(table[table.question_id == sample.question_id].gold_prob.values).float(), expected)
+    # Another rule: P(gold) >= tau, from the same table.
+    assert (experiments.relabel(table, 0.9).label == (table.gold_prob >= 0.9)).all()

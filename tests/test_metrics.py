@@ -276,6 +276,9 @@ def test_paired_bootstrap_pools_seeds_and_only_holds_when_the_ci_excludes_zero()
     same = M.paired_bootstrap_over_seeds([(worse, worse)])
     assert same["delta"] == 0 and not same["holds"] and M.verdict(same).startswith("not shown")
     assert M.verdict(M.paired_bootstrap_over_seeds([(worse, better)])).startswith("REVERSED")
+    # A setting vs its baseline is described without a claim: higher, lower, or no difference shown.
+    assert M.direction(d).startswith("higher") and M.direction(same).startswith("no difference")
+    assert M.direction(M.paired_bootstrap_over_seeds([(worse, better)])).startswith("lower")
     # Two seeds that disagree: the pooled difference is their mean, on the questions both answered.
     half = pd.Series([1.0] * 110 + [0.0] * 90, index=ids)
     assert M.paired_bootstrap_over_seeds([(better, worse), (half, worse)])["delta"] == 7.5

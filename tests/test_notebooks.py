@@ -15,7 +15,7 @@ EXPECTED_TABLES = {
     "02_table3_ablation": {"row", "variant", "world_avg", "hit_rate"},
     "02_table5_localizer": {"pretrained", "self_refined", "world_avg", "hit_rate"},
     "02_table8_training_frames": {"training_frames", "inference_frames", "world_avg"},
-    "02_table14_iterations": {"iteration", "world_avg"},
+    "09_table14_iterations": {"iteration", "world_avg"},
     "03_frames_grid": {"setting", "world_avg"},
     "03_accuracy_vs_k": {"variant", "k", "world_avg"},
     "04_prompts": {"prompt", "score", "world_avg", "hit_rate"},
@@ -33,7 +33,7 @@ EXPECTED_TABLES = {
 def test_the_ordered_notebooks_exist():
     assert [p.stem for p in NOTEBOOKS] == ["00_setup", "01_forward_chain", "02_reverse_chain", "03_ablation_frames",
                                            "04_ablation_prompts", "05_ablation_threshold", "06_paper_tables",
-                                           "07_keyframe_selectors", "08_main_results"]
+                                           "07_keyframe_selectors", "08_main_results", "09_iterations"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -175,3 +175,11 @@ def test_notebooks_run_side_by_side_only_after_what_they_read(tmp_path, monkeypa
     assert "threads 1" in printed  # one compute thread per kernel, whatever the machine
     durations = (reports / "durations.md").read_text()
     assert "| 01_first |" in durations and "| 02_second |" in durations
+
+
+def test_notebooks_that_others_wait_for_start_first(monkeypatch):
+    monkeypatch.setattr(notebooks, "AFTER", {"03_uses_c": ("02_c",), "04_uses_c": ("02_c",)})
+    started = []
+    selected = [Path(f"{name}.ipynb") for name in ("00_a", "01_b", "02_c", "03_uses_c", "04_uses_c")]
+    notebooks._run_in_order(selected, lambda source: started.append(source.stem) or 1.0, jobs=1)
+    assert started == ["02_c", "00_a", "01_b", "03_uses_c", "04_uses_c"]

@@ -15,3 +15,9 @@ def test_seeds_in_separate_processes_give_the_same_rows(tmp_path):
     side_by_side = studies.per_seed(ws, [0, 1, 2], first_question, 10, jobs=2)
     assert alone.to_dict("records") == side_by_side.to_dict("records")
     assert alone["questions"].tolist() == [3, 3, 3] and alone["value"].tolist() == [10, 11, 12]
+
+
+def test_untrained_rows_are_listed_under_every_seed(tmp_path):
+    ws = open_workspace("mini", max_questions=3, reports_dir=tmp_path)
+    rows = studies.per_seed(ws, [0, 1], first_question, 10, untrained=[{"seed": 0, "value": -1}])
+    assert rows["seed"].tolist() == [0, 0, 1, 1] and rows["value"].tolist() == [-1, 10, -1, 11]
