@@ -339,8 +339,8 @@ def write_effects_report(effects: dict[str, dict], path: Path, title: str, pream
     lines = [f"# {title}", "", preamble, "", "| claim | metric | baseline | treatment | Δ [95% CI] | Δ per seed | "
              "seeds × questions | verdict |", "|---|---|---|---|---|---|---|---|"]
     for claim, e in effects.items():
-        lines.append(f"| {claim} | {e['metric']} | {e['baseline']} | {e['treatment']} | "
-                     f"{metrics.format_delta(e['delta'])} | {', '.join(f'{d:+}' for d in e['per_seed'])} | "
+        lines.append(f"| {claim} | {e['metric']} | {e['baseline']:.1f} | {e['treatment']:.1f} | "
+                     f"{metrics.format_delta(e['delta'])} | {', '.join(f'{d:+.1f}' for d in e['per_seed'])} | "
                      f"{e['seeds']} × {e['questions']} | {e['verdict']} |")
     lines += ["", "Baseline and treatment: means over seeds (percent). The CI is a paired bootstrap over questions "
               "(2,000 draws), each draw averaged over the seeds; a claim holds only when its CI excludes 0.",

@@ -52,29 +52,33 @@ def _one_seed(options: dict, study: Callable, seed: int, args: tuple) -> list[di
 
 
 def per_seed(ws: Workspace, seeds: Sequence[int], study: Callable, *args, jobs: int = 1,
-             untrained: Sequence[dict] = ()) -> pd.DataFrame:
+             untrained: Callable | None = None) -> pd.DataFrame:
     """`study(ws, seed, *args)` (a list of rows) for every seed, `jobs` seeds side by side in separate processes.
     Seeds are independent (their own runs; shared caches are written atomically) and each process computes on
-    one thread, so the rows are the same whatever `jobs`. `untrained`: rows of settings that train nothing (the
-    same for every seed), evaluated once and listed first under each seed."""
+    one thread, so the rows are the same whatever `jobs`. `untrained(ws, seed, *args)`: the rows of settings that
+    train nothing (the same for every seed), evaluated once, beside the seeds, and listed first under each seed."""
     seeds = _seeds(ws, seeds)
+    calls = ([untrained] if untrained else []) + [study] * len(seeds)
+    call_seeds = seeds[:1] * bool(untrained) + seeds
     if jobs <= 1 or len(seeds) <= 1:
-        parts = [study(ws, seed, *args) for seed in seeds]
+        parts = [call(ws, seed, *args) for call, seed in zip(calls, call_seeds)]
     else:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            parts = list(pool.map(_one_seed, [ws.options] * len(seeds), [study] * len(seeds), seeds,
-                                  [args] * len(seeds)))
+            parts = list(pool.map(_one_seed, [ws.options] * len(calls), calls, call_seeds, [args] * len(calls)))
+    shared = parts.pop(0) if untrained else []
     return pd.DataFrame([row for seed, part in zip(seeds, parts)
-                         for row in [{**row, "seed": seed} for row in untrained] + part])
+                         for row in [{**row, "seed": seed} for row in shared] + part])
 
 
 def localizer_study(ws: Workspace, seeds: Sequence[int], num_frames: int = 32, num_keyframes: int = 4,
                     jobs: int = 1) -> pd.DataFrame:
     """Table 5: the zero-shot Answerer reading the top k of n frames of four Localizers — untrained, pre-trained
     on moment queries (PT, Localizer†), self-refined on the zero-shot Answerer's pseudo-labels (SR), both."""
-    untrained = ex.evaluate(ws, [], 0, ("localizer",), num_frames, num_keyframes, pretrained=False,
-                            self_refined=False)
-    return per_seed(ws, seeds, _localizer_seed, num_frames, num_keyframes, jobs=jobs, untrained=untrained)
+    return per_seed(ws, seeds, _localizer_seed, num_frames, num_keyframes, jobs=jobs, untrained=_untrained_localizer)
+
+
+def _untrained_localizer(ws: Workspace, seed: int, num_frames: int, num_keyframes: int) -> list[dict]:
+    return ex.evaluate(ws, [], seed, ("localizer",), num_frames, num_keyframes, pretrained=False, self_refined=False)
 
 
 def _localizer_seed(ws: Workspace, seed: int, num_frames: int, num_keyframes: int) -> list[dict]:
@@ -95,9 +99,12 @@ def answerer_study(ws: Workspace, seeds: Sequence[int], num_frames: int = 32, nu
     Localizer → zero-shot Answerer; E the Answerer fine-tuned on random frames (one per segment) reading k
     uniform frames; F the Answerer fine-tuned on the frozen Localizer†'s keyframes, with Localizer†; G that
     Answerer with the refined Localizer. Needs `localizer_study`'s runs."""
-    untrained = [row for name, variant in (("A", "all"), ("B", "uniform"))
-                 for row in ex.evaluate(ws, [], 0, (variant,), num_frames, num_keyframes, row=name)]
-    return per_seed(ws, seeds, _answerer_seed, num_frames, num_keyframes, jobs=jobs, untrained=untrained)
+    return per_seed(ws, seeds, _answerer_seed, num_frames, num_keyframes, jobs=jobs, untrained=_untrained_answerer)
+
+
+def _untrained_answerer(ws: Workspace, seed: int, num_frames: int, num_keyframes: int) -> list[dict]:
+    return [row for name, variant in (("A", "all"), ("B", "uniform"))
+            for row in ex.evaluate(ws, [], seed, (variant,), num_frames, num_keyframes, row=name)]
 
 
 def _answerer_seed(ws: Workspace, seed: int, num_frames: int, num_keyframes: int) -> list[dict]:
@@ -112,17 +119,20 @@ def _answerer_seed(ws: Workspace, seed: int, num_frames: int, num_keyframes: int
     return rows
 
 
-def training_frames_study(ws: Workspace, seeds: Sequence[int], num_frames: int = 32,
-                          num_keyframes: int = 4) -> pd.DataFrame:
+def training_frames_study(ws: Workspace, seeds: Sequence[int], num_frames: int = 32, num_keyframes: int = 4,
+                          jobs: int = 1) -> pd.DataFrame:
     """Table 8: the Answerer fine-tuned on random frames or on Localizer†'s keyframes, read with uniform frames
     or with Localizer†'s. Uses `answerer_study`'s runs."""
+    return per_seed(ws, seeds, _training_frames_seed, num_frames, num_keyframes, jobs=jobs)
+
+
+def _training_frames_seed(ws: Workspace, seed: int, num_frames: int, num_keyframes: int) -> list[dict]:
     rows = []
-    for seed in _seeds(ws, seeds):
-        for run, training_frames in (("answerer_ft_random", "random"), ("answerer_finetuned", "localizer_pretrained")):
-            for variant, inference in (("uniform", "uniform"), ("localizer", "localizer_pretrained")):
-                rows += ex.evaluate(ws, [run, "localizer_pretrained"], seed, (variant,), num_frames, num_keyframes,
-                                    training_frames=training_frames, inference_frames=inference)
-    return pd.DataFrame(rows)
+    for run, training_frames in (("answerer_ft_random", "random"), ("answerer_finetuned", "localizer_pretrained")):
+        for variant, inference in (("uniform", "uniform"), ("localizer", "localizer_pretrained")):
+            rows += ex.evaluate(ws, [run, "localizer_pretrained"], seed, (variant,), num_frames, num_keyframes,
+                                training_frames=training_frames, inference_frames=inference)
+    return rows
 
 
 def iteration_study(ws: Workspace, seeds: Sequence[int], iterations: int = 3, num_frames: int = 32,

@@ -60,7 +60,7 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypat
     assert calls[-1] == (False, 1)
 
 
-def test_tables_over_seeds_give_cis_and_paired_deltas_against_their_baseline():
+def test_tables_over_seeds_give_cis_and_paired_deltas_against_their_baseline(tmp_path):
     import pandas as pd
 
     ids = [f"q{i}" for i in range(100)]
@@ -78,6 +78,9 @@ def test_tables_over_seeds_give_cis_and_paired_deltas_against_their_baseline():
     effect = experiments.effect(rows, "world_avg", {"setting": "base"}, {"setting": "new"})
     assert effect["per_seed"] == [20.0, 20.0] and effect["verdict"].startswith("holds")
     assert experiments.effect(rows, "world_avg", {"setting": "base"}, {"setting": "lone"})["seeds"] == 1
+    report = experiments.write_effects_report({"new beats base": effect}, tmp_path / "effects.md", "Effects")
+    line = next(line for line in report.read_text().splitlines() if line.startswith("| new beats base"))
+    assert "| 51.0 | 71.0 | +20.0 [" in line and "| +20.0, +20.0 | 2 × 100 | holds" in line
 
 
 def test_frame_labels_cover_every_frame_and_follow_the_answerer(tmp_path, monkeypatch):

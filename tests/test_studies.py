@@ -17,7 +17,12 @@ def test_seeds_in_separate_processes_give_the_same_rows(tmp_path):
     assert alone["questions"].tolist() == [3, 3, 3] and alone["value"].tolist() == [10, 11, 12]
 
 
-def test_untrained_rows_are_listed_under_every_seed(tmp_path):
+def untrained_setting(ws, seed, offset):
+    return [{"seed": seed, "value": -offset}]
+
+
+def test_untrained_rows_are_evaluated_once_and_listed_under_every_seed(tmp_path):
     ws = open_workspace("mini", max_questions=3, reports_dir=tmp_path)
-    rows = studies.per_seed(ws, [0, 1], first_question, 10, untrained=[{"seed": 0, "value": -1}])
-    assert rows["seed"].tolist() == [0, 0, 1, 1] and rows["value"].tolist() == [-1, 10, -1, 11]
+    for jobs in (1, 2):
+        rows = studies.per_seed(ws, [0, 1], first_question, 10, jobs=jobs, untrained=untrained_setting)
+        assert rows["seed"].tolist() == [0, 0, 1, 1] and rows["value"].tolist() == [-10, 10, -10, 11]
