@@ -123,3 +123,21 @@ def test_selections_round_trip_and_external_files_are_evaluated(setup, tmp_path)
     with pytest.raises(KeyError, match="q9"):
         ev2.run_selections(tmp_path / "unknown.json")
     assert np.isfinite(out.option_probs.map(sum)).all()
+
+
+def test_the_localizer_bridge_runs_once_per_distinct_frame(setup):  # noqa: F811
+    model, samples, reader = setup  # q0 and q2 ask about the same video
+    ev = Evaluator(model, samples, reader, progress=False)
+    indices = [ev.frame_indices(s, 6) for s in samples]
+    features = torch.stack([ev.features(s, idx) for s, idx in zip(samples, indices)])
+    seen, bridge = [], model.localizer_tokens
+    model.localizer_tokens = lambda f: seen.append(f.shape[:2].numel()) or bridge(f)
+    with torch.inference_mode():
+        shared = chain.FrameBatch(model, features, chain.Questions.from_samples(samples), indices).localizer_tokens
+        assert seen == [12]  # two videos × 6 frames, not three questions × 6
+        torch.testing.assert_close(shared, bridge(features))
+        cropped = features.clone()
+        cropped[2] += 0.5  # the same frames, other features (a training crop): never shared
+        alone = chain.FrameBatch(model, cropped, chain.Questions.from_samples(samples), indices).localizer_tokens
+        assert seen[-1] == 18 and torch.equal(alone, bridge(cropped))
+    del model.localizer_tokens
