@@ -185,7 +185,8 @@ def threshold_study(ws: Workspace, taus: Sequence[float | None], num_frames: int
         for tau in (finetuned_taus if runs else taus):
             rule, relabelled = ("argmax" if tau is None else f"P(gold) ≥ {tau}"), ex.relabel(table, tau)
             stats = training.pseudo_label_stats(relabelled)
-            labels.append(dict(labeller=labeller, rule=rule, tau=tau, **(ex.label_quality(relabelled, ws) if ws.world else {}),
+            quality = ex.label_quality(relabelled, ws) if ws.world else {}
+            labels.append(dict(labeller=labeller, rule=rule, tau=tau, **quality,
                                no_positive_questions=round(100 * stats["no_positive_fraction"], 1)))
             policy = {} if tau is None else dict(label_policy="threshold", tau=tau)
             name = ("localizer_refined" if not runs and tau is None
