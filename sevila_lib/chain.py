@@ -71,10 +71,10 @@ class FrameBatch:
         """The Localizer bridge's tokens (B, T, Q, D), computed once per distinct frame: the questions of one video
         (four per video in the world) share its frames, and the bridge does not read the question. Frames are
         shared only when their features are equal (a training crop makes two copies of a frame differ)."""
-        b, t = self.features.shape[:2]
-        flat = self.features.flatten(0, 1)
         if self.questions.samples is None or torch.is_grad_enabled():
             return self.model.localizer_tokens(self.features)
+        b, t = self.features.shape[:2]
+        flat = self.features.flatten(0, 1)
         keys = [(sample.video, index) for sample, indices in zip(self.questions.samples, self.frame_indices)
                 for index in indices]
         first: dict = {}

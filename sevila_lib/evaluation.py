@@ -37,7 +37,7 @@ from . import prompts
 from .files import save_safetensors, write_dataframe
 from .chain import FrameBatch, Questions, answer_keyframes, select_keyframes
 from .model import SeViLA
-from .scorers import LocalizerScorer, Scorer, get_scorer
+from .scorers import AnswererLogits, LocalizerScorer, Scorer, get_scorer
 from .selection import Rule, get_rule
 from .records import VideoQASample
 from .video import FrameReader, VideoError, frames_to_tensor, relevant_frame_mask, segment_frame_indices
@@ -359,7 +359,9 @@ class Evaluator:
             computed = self._score_pass(length, todo, length)
             self._scores.update(computed)
             for scorer in todo:
-                self._write_scores(files[scorer.label], computed[("every", scorer.label)], scorer.label)
+                if files[scorer.label] is not None and not self.skipped:  # never a pass that skipped a video
+                    save_safetensors({q: v.contiguous() for q, v in computed[("every", scorer.label)].items()},
+                                     files[scorer.label], metadata={"scorer": scorer.label})
         return {s.label: self._scores[("every", s.label)] for s in scorers}
 
     def _score_file(self, label: str, parts: Sequence[str]) -> Path | None:
@@ -371,11 +373,6 @@ class Evaluator:
         key = "|".join([SCORE_FILES_VERSION, label, parts_fingerprint(self.model, parts),
                         str(self.batch_size), str(self.whole_video_length()), ids])
         return Path(self.score_dir) / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.safetensors"
-
-    def _write_scores(self, path: Path | None, table: dict[str, Tensor], label: str) -> None:
-        """Keep a complete pass's outputs (never one that skipped an unreadable video)."""
-        if path is not None and not self.skipped:
-            save_safetensors({q: v.contiguous() for q, v in table.items()}, path, metadata={"scorer": label})
 
     @staticmethod
     def _read_scores(path: Path | None) -> dict[str, Tensor] | None:
@@ -519,18 +516,13 @@ class Evaluator:
     def per_frame_logits(self, num_frames: int = 4, readout: str = "official") -> dict[str, Tensor]:
         """The Answerer's option logits from each of n uniformly sampled frames alone ("Frame: " format), by
         question id: (n, options) per question. On short videos with n = every frame (the reverse chain's labels
-        on the world) they are kept in `score_dir`, like `every_frame_scores`, for every process that needs them."""
+        on the world) they are `every_frame_scores` of `AnswererLogits`: kept in `score_dir` for every process
+        that needs them, and shared with the `answerer_confidence` scorer."""
         if num_frames == self.whole_video_length():
-            label, parts = f"answer_each_frame(readout={readout})", ("vision_encoder", "answerer", "llm")
-            path = self._score_file(label, parts)
-            stored = self._read_scores(path)
-            if stored is None:
-                stored = self._per_frame_pass(num_frames, readout)
-                self._write_scores(path, stored, label)
-            return stored
-        return self._per_frame_pass(num_frames, readout)
-
-    def _per_frame_pass(self, num_frames: int, readout: str) -> dict[str, Tensor]:
+            stored = AnswererLogits(readout)
+            every = self.every_frame_scores([stored])[stored.label]
+            return {q.question_id: every[q.question_id][self.frame_indices(q, num_frames)] for q in self.samples
+                    if q.question_id in every}
         logits = {}
         for batch, indices in self._batches(num_frames, f"per-frame n={num_frames}"):
             batch_logits = self.model.answer_each_frame(self._stack(batch, indices),

@@ -284,13 +284,10 @@ def frame_labels(ws: Workspace, model: SeViLA, num_frames: int = 32) -> pd.DataF
     ev = ws.evaluator("train", model=model)
     n = ev.whole_video_length() or num_frames
     logits = ev.per_frame_logits(n, readout="teacher_forced")
-    rows = []
-    for sample in (s for s in ev.samples if s.question_id in logits):
-        labels = training.pseudo_labels(logits[sample.question_id][None], [sample.answer])
-        for position, frame in enumerate(ev.frame_indices(sample, n)):
-            rows.append(dict(question_id=sample.question_id, frame_index=frame, position=position,
-                             gold_prob=float(labels.gold_prob[0, position]), correct=bool(labels.correct[0, position]),
-                             label=bool(labels.label[0, position])))
+    rows = [row for s in ev.samples if s.question_id in logits
+            for row in training.label_row_dicts({"question_id": [s.question_id],
+                                                 "frame_indices": [ev.frame_indices(s, n)]},
+                                                training.pseudo_labels(logits[s.question_id][None], [s.answer]))]
     return pd.DataFrame(rows, columns=list(training.LABEL_COLUMNS))
 
 

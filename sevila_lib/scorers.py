@@ -15,7 +15,8 @@ relevant. The first half of every keyframe selector (the second half is a rule i
 Scores are computed once per (question, n) by the Evaluator and reused by every rule and k. A scorer whose
 frames are scored each on its own (`per_frame`) is run over every frame of a short video once, and any n is read
 from those scores; `parts` names the model parts its scores depend on, which key the Evaluator's score files.
-What is kept is a scorer's `stored()` output (for both Localizer kinds: the ("no", "yes") logits, one pass).
+What is kept is a scorer's `stored()` output (for both Localizer kinds: the ("no", "yes") logits, one pass; for
+the Answerer's confidence: its per-frame option logits).
 """
 from __future__ import annotations
 
@@ -112,9 +113,30 @@ class AnswererConfidence(Scorer):
 
     @torch.inference_mode()
     def __call__(self, batch: FrameBatch) -> Tensor:
+        return self.from_stored(self.stored()(batch))
+
+    def stored(self) -> Scorer:
+        return AnswererLogits(self.readout)  # the per-frame logits, shared with the reverse chain's labels
+
+    def from_stored(self, values: Tensor) -> Tensor:
+        return values.float().softmax(-1).amax(-1)
+
+
+class AnswererLogits(Scorer):
+    """The Answerer's option logits from each frame alone ("Frame: " format), (B, T, options): what the Evaluator
+    keeps for `AnswererConfidence` and for `Evaluator.per_frame_logits` (the reverse chain's labels)."""
+
+    name = "answer_each_frame"
+    parts = AnswererConfidence.parts
+
+    def __init__(self, readout: str = "official"):
+        super().__init__(readout=readout)
+        self.readout = readout
+
+    @torch.inference_mode()
+    def __call__(self, batch: FrameBatch) -> Tensor:
         q = batch.questions
-        logits = batch.model.answer_each_frame(batch.features, q.qa_texts, q.num_options, self.readout)
-        return logits.float().softmax(-1).amax(-1)
+        return batch.model.answer_each_frame(batch.features, q.qa_texts, q.num_options, self.readout)
 
 
 class ClipSimilarity(Scorer):
