@@ -52,11 +52,16 @@ def _one_seed(options: dict, study: Callable, seed: int, args: tuple) -> list[di
 
 
 def per_seed(ws: Workspace, seeds: Sequence[int], study: Callable, *args, jobs: int = 1,
-             untrained: Callable | None = None) -> pd.DataFrame:
+             untrained: Callable | None = None, copies: tuple | None = None) -> pd.DataFrame:
     """`study(ws, seed, *args)` (a list of rows) for every seed, `jobs` seeds side by side in separate processes.
     Seeds are independent (their own runs; shared caches are written atomically) and each process computes on
     one thread, so the rows are the same whatever `jobs`. `untrained(ws, seed, *args)`: the rows of settings that
-    train nothing (the same for every seed), evaluated once, beside the seeds, and listed first under each seed."""
+    train nothing (the same for every seed), evaluated once, beside the seeds, and listed first under each seed.
+
+    `copies` = (rows of another study, {setting: column values that pick its row}, label columns): a setting that
+    study already evaluated, with the same runs read the same way, is returned by `study` as a placeholder row
+    {COPY: setting, labels...}; it becomes that study's row of the same seed, relabelled (labels, then the
+    measured values from "questions" on), so nothing is evaluated twice and the rows keep their order."""
     seeds = _seeds(ws, seeds)
     calls = ([untrained] if untrained else []) + [study] * len(seeds)
     call_seeds = seeds[:1] * bool(untrained) + seeds
@@ -66,8 +71,21 @@ def per_seed(ws: Workspace, seeds: Sequence[int], study: Callable, *args, jobs: 
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
             parts = list(pool.map(_one_seed, [ws.options] * len(calls), calls, call_seeds, [args] * len(calls)))
     shared = parts.pop(0) if untrained else []
-    return pd.DataFrame([row for seed, part in zip(seeds, parts)
-                         for row in [{**row, "seed": seed} for row in shared] + part])
+    rows = [row for seed, part in zip(seeds, parts) for row in [{**row, "seed": seed} for row in shared] + part]
+    return pd.DataFrame([_copied(row, *copies) if COPY in row else row for row in rows])
+
+
+COPY = "copy of"  # a placeholder row's setting: its numbers come from another study's rows (`per_seed`)
+
+
+def _copied(placeholder: dict, source: pd.DataFrame, settings: dict, labels: Sequence[str]) -> dict:
+    match = {"seed": placeholder["seed"], **settings[placeholder[COPY]]}
+    picked = source[(source[list(match)] == pd.Series(match)).all(axis=1)]
+    if len(picked) != 1:
+        raise ValueError(f"expected one row with {match} to copy, found {len(picked)}")
+    row = picked.iloc[0].to_dict()
+    measured = list(row)[list(row).index("questions"):]  # summary rows: labels first, then "questions", numbers
+    return {**{key: placeholder[key] for key in labels}, **{key: row[key] for key in measured}}
 
 
 def localizer_study(ws: Workspace, seeds: Sequence[int], num_frames: int = 32, num_keyframes: int = 4,
@@ -94,20 +112,24 @@ def _localizer_seed(ws: Workspace, seed: int, num_frames: int, num_keyframes: in
 
 
 def answerer_study(ws: Workspace, seeds: Sequence[int], num_frames: int = 32, num_keyframes: int = 4,
-                   jobs: int = 1) -> pd.DataFrame:
+                   jobs: int = 1, localizers: pd.DataFrame | None = None) -> pd.DataFrame:
     """Table 3 rows A–G: A all n frames and B k uniform frames, zero-shot; C Localizer† and D the refined (PT+SR)
     Localizer → zero-shot Answerer; E the Answerer fine-tuned on random frames (one per segment) reading k
     uniform frames; F the Answerer fine-tuned on the frozen Localizer†'s keyframes, with Localizer†; G that
-    Answerer with the refined Localizer. Needs `localizer_study`'s runs."""
-    return per_seed(ws, seeds, _answerer_seed, num_frames, num_keyframes, jobs=jobs, untrained=_untrained_answerer)
+    Answerer with the refined Localizer. Needs `localizer_study`'s runs; given its rows (`localizers`), rows C and
+    D are its PT and PT+SR rows of the same seed (the same runs read the same way), copied, not evaluated again."""
+    reused = {} if localizers is None else {name: dict(pretrained=True, self_refined=refined)
+                                            for name, refined in (("C", False), ("D", True))}
+    return per_seed(ws, seeds, _answerer_seed, num_frames, num_keyframes, tuple(reused), jobs=jobs,
+                    untrained=_untrained_answerer, copies=(localizers, reused, ("variant", "seed", "row")))
 
 
-def _untrained_answerer(ws: Workspace, seed: int, num_frames: int, num_keyframes: int) -> list[dict]:
+def _untrained_answerer(ws: Workspace, seed: int, num_frames: int, num_keyframes: int, skip=()) -> list[dict]:
     return [row for name, variant in (("A", "all"), ("B", "uniform"))
             for row in ex.evaluate(ws, [], seed, (variant,), num_frames, num_keyframes, row=name)]
 
 
-def _answerer_seed(ws: Workspace, seed: int, num_frames: int, num_keyframes: int) -> list[dict]:
+def _answerer_seed(ws: Workspace, seed: int, num_frames: int, num_keyframes: int, skip=()) -> list[dict]:
     ex.train(ws, "answerer_ft_random", "train_answerer", seed, keyframe_source="random")
     ex.train(ws, "answerer_finetuned", "train_answerer", seed, start_from=["localizer_pretrained"])
     rows = []
@@ -115,23 +137,33 @@ def _answerer_seed(ws: Workspace, seed: int, num_frames: int, num_keyframes: int
                                ("D", ["localizer_pt_sr"], "localizer"), ("E", ["answerer_ft_random"], "uniform"),
                                ("F", ["localizer_pretrained", "answerer_finetuned"], "localizer"),
                                ("G", ["answerer_finetuned", "localizer_pt_sr"], "localizer")):
-        rows += ex.evaluate(ws, runs, seed, (variant,), num_frames, num_keyframes, row=row)
+        rows += ([{COPY: row, "variant": variant, "seed": seed, "row": row}] if row in skip else
+                 ex.evaluate(ws, runs, seed, (variant,), num_frames, num_keyframes, row=row))
     return rows
 
 
+LOCALIZER_DAGGER = "localizer_pretrained"  # Table 8's name for Localizer†'s frames (training or inference)
+
+
 def training_frames_study(ws: Workspace, seeds: Sequence[int], num_frames: int = 32, num_keyframes: int = 4,
-                          jobs: int = 1) -> pd.DataFrame:
+                          jobs: int = 1, answers: pd.DataFrame | None = None) -> pd.DataFrame:
     """Table 8: the Answerer fine-tuned on random frames or on Localizer†'s keyframes, read with uniform frames
-    or with Localizer†'s. Uses `answerer_study`'s runs."""
-    return per_seed(ws, seeds, _training_frames_seed, num_frames, num_keyframes, jobs=jobs)
+    or with Localizer†'s. Uses `answerer_study`'s runs; given its rows (`answers`), the cells that are its rows E
+    (random, uniform) and F (Localizer†, Localizer†) are copied from them, not evaluated again."""
+    reused = {} if answers is None else {("random", "uniform"): {"row": "E"},
+                                         (LOCALIZER_DAGGER, LOCALIZER_DAGGER): {"row": "F"}}
+    return per_seed(ws, seeds, _training_frames_seed, num_frames, num_keyframes, tuple(reused), jobs=jobs,
+                    copies=(answers, reused, ("variant", "seed", "training_frames", "inference_frames")))
 
 
-def _training_frames_seed(ws: Workspace, seed: int, num_frames: int, num_keyframes: int) -> list[dict]:
+def _training_frames_seed(ws: Workspace, seed: int, num_frames: int, num_keyframes: int, skip=()) -> list[dict]:
     rows = []
-    for run, training_frames in (("answerer_ft_random", "random"), ("answerer_finetuned", "localizer_pretrained")):
-        for variant, inference in (("uniform", "uniform"), ("localizer", "localizer_pretrained")):
-            rows += ex.evaluate(ws, [run, "localizer_pretrained"], seed, (variant,), num_frames, num_keyframes,
-                                training_frames=training_frames, inference_frames=inference)
+    for run, training_frames in (("answerer_ft_random", "random"), ("answerer_finetuned", LOCALIZER_DAGGER)):
+        for variant, inference in (("uniform", "uniform"), ("localizer", LOCALIZER_DAGGER)):
+            labels = dict(training_frames=training_frames, inference_frames=inference)
+            rows += ([{COPY: (training_frames, inference), "variant": variant, "seed": seed, **labels}]
+                     if (training_frames, inference) in skip else
+                     ex.evaluate(ws, [run, LOCALIZER_DAGGER], seed, (variant,), num_frames, num_keyframes, **labels))
     return rows
 
 
