@@ -1,4 +1,4 @@
-"""The forward chain, written once: frames → ViT features → scorer → selection rule → keyframes → Answerer (paper §3.1).
+"""The forward chain, written once (paper §3.1): frames → ViT features → scorer → rule → keyframes → Answerer.
 
     features (B, T, P, Dv)       raw ViT tokens of T sampled frames (model.encode_frames or a feature cache)
       │ scorer (scorers.py)       per-frame relevance (B, T): the Localizer's "yes", a similarity, a file, ...

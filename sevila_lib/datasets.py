@@ -1,9 +1,11 @@
-"""The five QA benchmarks and QVHighlights: annotation readers, the torch Dataset, and a checker (official `Data Preprocess.ipynb`; official `data_utils.load_video`).
+"""The five QA benchmarks and QVHighlights: annotation readers, the torch Dataset, and a checker
+(official `Data Preprocess.ipynb`; official `data_utils.load_video`).
 
 Readers take each dataset's ORIGINAL release files (or SeViLA's unified JSON) and return `VideoQASample`s
 with the question ids, options and windows of the official conversion (`sevila_data/Data Preprocess.ipynb`,
-official `Data Preprocess.ipynb`). Every problem in a file is reported as an `AnnotationError` naming the file, the line/row and
-the question id — or, with `on_error="skip"`, recorded in `samples.skipped` while the good records are kept.
+official `Data Preprocess.ipynb`). Every problem in a file is reported as an `AnnotationError` naming the file, the
+line/row and the question id — or, with `on_error="skip"`, recorded in `samples.skipped` while the good records are
+kept.
 A bad record is never replaced by another one (the official loader silently retries a random sample).
 
 `VideoQADataset` turns samples into model inputs: frames sampled as in the official `load_video`, pixels as in
@@ -42,7 +44,8 @@ NUM_OPTIONS = {"nextqa": 5, "star": 4, "how2qa": 4, "tvqa": 5, "vlep": 2}
 NEXTQA_TYPES = ("CW", "CH", "TN", "TC", "TP", "DL", "DC", "DO")
 STAR_TYPES = ("Interaction", "Sequence", "Prediction", "Feasibility")
 QUESTION_GROUPS = {"T": "Temporal", "C": "Causal", "D": "Descriptive"}
-# Question-id prefixes of the official conversion (official `Data Preprocess.ipynb`); the prefix is also the metric's type key (§3.4).
+# Question-id prefixes of the official conversion (official `Data Preprocess.ipynb`); the prefix is also the metric's
+# type key (§3.4).
 QID_PREFIX_DATASET = {"TVQA": "tvqa", "HOW2QA": "how2qa", "VLEP": "vlep", "QVHighlight": "qvh",
                       **{t: "nextqa" for t in NEXTQA_TYPES}, **{t: "star" for t in STAR_TYPES}}
 
@@ -328,7 +331,8 @@ def read_nextqa(csv_path: str | os.PathLike, map_path: str | os.PathLike | None 
     """NExT-QA csv (video, frame_count, width, height, question, answer, qid, type, a0..a4).
 
     question_id `{type}_{video}_{qid}`; video from `map_vid_vidorID.json` (e.g. "1104/3555755537"; the raw id
-    if no map is given); question + '?' and each option + '.', as the official conversion does (official `Data Preprocess.ipynb`).
+    if no map is given); question + '?' and each option + '.', as the official conversion does
+    (official `Data Preprocess.ipynb`).
     """
     video_map = None
     if map_path is not None:
@@ -647,7 +651,8 @@ def read_annotations(dataset: str, path: str | os.PathLike, map_path: str | os.P
 # ---------------------------------------------------------------------------------------------------------
 
 class VideoQADataset(Dataset):
-    """Samples -> model inputs: sampled frames (official `data_utils.load_video`) and the prompt texts (official `sevila.py` prompts).
+    """Samples -> model inputs: sampled frames (official `data_utils.load_video`) and the prompt texts (official
+    `sevila.py` prompts).
 
     Item keys: frames (T, 3, S, S) float, frame_indices, question_id, qa_text, loc_text, target, answer,
     num_options, relevant (per-frame QVH labels if the sample has moments, else None), repeated.

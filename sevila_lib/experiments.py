@@ -1,10 +1,10 @@
 """Training runs as the notebooks use them (`02_reverse_chain`, `05_ablation_threshold`): train one bridge from a
 starting point, keep it under the workspace's runs folder, evaluate it. The loops live in `training.py`.
 
-Recipes: profile "paper" uses the official recipes (`training.PRESETS`, official run scripts and yamls). Profile "mini" scales them to
-the moments world on a CPU: the same stages, losses, frame counts and schedule shape, with other epochs and a
-higher learning rate for the tiny model, no random crop (it would cut the 32×32 world's objects out), and the
-frozen parts' per-frame outputs computed once instead of every step (`training.FrameLookup`): the Localizer's
+Recipes: profile "paper" uses the official recipes (`training.PRESETS`, official run scripts and yamls). Profile
+"mini" scales them to the moments world on a CPU: the same stages, losses, frame counts and schedule shape, with
+other epochs and a higher learning rate for the tiny model, no random crop (it would cut the 32×32 world's objects
+out), and the frozen parts' per-frame outputs computed once instead of every step (`training.FrameLookup`): the Localizer's
 scores for Answerer fine-tuning and the Answerer's per-frame logits for the reverse chain's online labels
 (exact, since without crop or dropout a frame's score or logits never change).
 """

@@ -32,7 +32,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 PAPER_TABLE15 = {"SeViLA (32→4)": (3.28, 7.98), "Answerer (4)": (1.79, 7.56)}  # s per sample, GB; A6000
-QUESTION = "why does the person lie down without wearing her footwear?"  # NExT-QA's example (official `sevila.py`, `SeViLA.generate`)
+# NExT-QA's example question (official `sevila.py`, `SeViLA.generate`)
+QUESTION = "why does the person lie down without wearing her footwear?"
 OPTIONS = ["follow woman.", "cleasn environment.", "resting.", "hot indoor.", "sunbathing in beach."]
 # Official per-GPU batch sizes and frame counts (run scripts): QVH pre-training 16 × 4 frames, answerer
 # fine-tuning 8 × 32 frames (top-4 by the frozen Localizer), self-refinement 16 × 4 frames.
@@ -235,8 +236,9 @@ def optimizer_for(model, bridge: str):
 
 
 def pseudo_labels(model, features, qa_texts, answers):
-    """The reverse chain's labels (official `sevila.py`, reverse chain): a frame is "yes" iff the frozen Answerer, reading it alone with
-    the teacher-forced letter read-out, picks the gold option. features (B, t, P, Dv) -> (B, t) bool"""
+    """The reverse chain's labels (official `sevila.py`, reverse chain): a frame is "yes" iff the frozen Answerer,
+    reading it alone with the teacher-forced letter read-out, picks the gold option.
+    features (B, t, P, Dv) -> (B, t) bool"""
     import torch
 
     with torch.no_grad():

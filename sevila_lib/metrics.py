@@ -3,7 +3,8 @@
 Sources:
 - official `vqa.py`: overall and per-type accuracy, the STAR unweighted-mean special case, the
   NExT-QA Tem/Cau/Des grouping (not in the official code), FrameQA oracle, majority voting (not in the code).
-- official `blip2_fmr.py` and the paper's appendix: QVHighlights span merging with a "span threshold" of 6 frames (not in the code).
+- official `blip2_fmr.py` and the paper's appendix: QVHighlights span merging with a "span threshold" of 6 frames
+  (not in the code).
 - Paper Table 4: R1 and mAP exactly as the official QVHighlights evaluator (Moment-DETR's `standalone_eval/eval.py`):
   R1 reads the FIRST LISTED window, mAP the first 10 listed windows, ranked by score only after that cut. On that
   repository's `sample_val_preds.jsonl` with `highlight_val_release.jsonl` this gives its recorded numbers

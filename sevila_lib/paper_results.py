@@ -1,12 +1,12 @@
 """The kit's versions of the paper's result tables, each a DataFrame with the paper's numbers beside ours.
 
-| function                     | paper                         | what it measures here                                      |
-|------------------------------|-------------------------------|------------------------------------------------------------|
-| `main_results`               | Tables 1 (fine-tuned), 2 (zero-shot) | per-family accuracy of each setting, paired-bootstrap Δ vs the Answerer |
-| `main_result_predictions`    | Tables 1, 2                   | the prediction tables of those settings, from notebook 02's runs |
-| `moment_retrieval`           | Table 4                       | the Localizer's moment retrieval, official QVHighlights R1 / mAP |
-| `localizer_frames`           | appendix Table 12             | single-frame vs multi-frame ("long image") Localizer       |
-| `compute_cost`               | appendix Table 15             | time per question, peak memory, parameters: SeViLA vs Answerer |
+| function                  | paper                                | what it measures here                               |
+|---------------------------|--------------------------------------|-----------------------------------------------------|
+| `main_results`            | Tables 1 (fine-tuned), 2 (zero-shot) | per-family accuracy, paired bootstrap Δ vs Answerer |
+| `main_result_predictions` | Tables 1, 2                          | the prediction tables of those settings (02's runs) |
+| `moment_retrieval`        | Table 4                              | moment retrieval, official QVHighlights R1 / mAP    |
+| `localizer_frames`        | appendix Table 12                    | single- vs multi-frame ("long image") Localizer     |
+| `compute_cost`            | appendix Table 15                    | time per question, peak memory, parameters          |
 
 On the mini profile the columns are the moments world's families, on the paper profile the dataset's
 (`metrics.summarize`); the paper's columns are NExT-QA's (or the same dataset's), so on the mini profile the two are
@@ -272,7 +272,8 @@ def localizer_frames(ev: Evaluator, frames_per_image: int = 4, num_frames: int =
     reported = reported[reported.answerer == ("fine-tuned" if finetuned else "zero-shot")]
     rows = []
     for frames, table in tables.items():
-        row = {"answerer": "fine-tuned" if finetuned else "zero-shot", "localizer_frames": frames, "questions": len(table), **metrics.summarize(table).to_dict()}
+        row = {"answerer": "fine-tuned" if finetuned else "zero-shot", "localizer_frames": frames,
+               "questions": len(table), **metrics.summarize(table).to_dict()}
         if table["relevant_frames"].notna().any():
             row["hit_rate"] = 100 * metrics.per_question(table, "hit_rate").mean()
         if frames != 1:

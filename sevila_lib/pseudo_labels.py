@@ -36,7 +36,8 @@ def pseudo_labels(option_logits: Tensor, answers: Sequence[int] | Tensor, policy
                   tau: float = 0.5) -> PseudoLabels:
     """Label frames from per-frame option logits (B, T, O) and gold answers (B,).
 
-    argmax (official): "yes" iff argmax == gold — no threshold, no balancing, no fallback (official `sevila.py`, reverse chain).
+    argmax (official): "yes" iff argmax == gold — no threshold, no balancing, no fallback (official `sevila.py`,
+    reverse chain).
     threshold: "yes" iff softmax(option logits)[gold] ≥ tau.
     """
     if policy not in LABEL_POLICIES:

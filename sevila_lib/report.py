@@ -167,8 +167,8 @@ def plot_frame_scores(
 ):
     """Localizer score per frame (line), the top-k keyframes (red points), the true moment (shaded frames).
 
-    `scores[i]` is the Localizer's score of frame i (official `sevila.py`, `SeViLA.generate`, e.g. P("yes")); `selected` and `relevant` are frame
-    indices. Returns the matplotlib Figure; saves a PNG when `path` is given.
+    `scores[i]` is the Localizer's score of frame i (official `sevila.py`, `SeViLA.generate`, e.g. P("yes"));
+    `selected` and `relevant` are frame indices. Returns the matplotlib Figure; saves a PNG when `path` is given.
     """
     import seaborn as sns
 

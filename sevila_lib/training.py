@@ -1,12 +1,14 @@
-"""Training SeViLA's bridges: one Hugging Face Accelerate loop for the paper's three stages (official `sevila.py`, LAVIS `runner_base.py`).
+"""Training SeViLA's bridges: one Hugging Face Accelerate loop for the paper's three stages (official `sevila.py`,
+LAVIS `runner_base.py`).
 
-* `pretrain_localizer`   moment-retrieval pre-training (official `blip2_fmr.py`): a sampled frame is "yes" iff its time lies in
-                         a relevant window (the dataset's `relevant` flags); loss `SeViLA.localizer_loss`.
-* `train_answerer`       the forward chain (official `sevila.py`, Answerer fine-tuning): the frozen Localizer keeps k of the n training frames
-                         (or uniform / random picks, paper Table 8); loss `SeViLA.answerer_loss`.
-* `refine_localizer`     the reverse chain (official `sevila.py`, reverse chain): the frozen Answerer labels every frame alone, the
-                         Localizer learns those yes/no labels, recomputed every step ("online", official) or
-                         read from a table computed once ("stored").
+* `pretrain_localizer`   moment-retrieval pre-training (official `blip2_fmr.py`): a sampled frame is "yes" iff its
+                         time lies in a relevant window (the dataset's `relevant` flags); loss `SeViLA.localizer_loss`.
+* `train_answerer`       the forward chain (official `sevila.py`, Answerer fine-tuning): the frozen Localizer keeps k
+                         of the n training frames (or uniform / random picks, paper Table 8); loss
+                         `SeViLA.answerer_loss`.
+* `refine_localizer`     the reverse chain (official `sevila.py`, reverse chain): the frozen Answerer labels every
+                         frame alone, the Localizer learns those yes/no labels, recomputed every step ("online",
+                         official) or read from a table computed once ("stored").
 * `iterative_refinement` alternates the two chains for N rounds (paper Table 14; the official repo has no code).
 
 The loop (LAVIS `runner_base.py`): AdamW (0.9, 0.999), weight decay 0.05 on parameters with ndim ≥ 2 (the official rule, so
@@ -419,7 +421,8 @@ def _check_stage(config: TrainConfig, stage: str) -> TrainConfig:
 def train_answerer(model: SeViLA, dataset: Dataset, config: TrainConfig, *, resume: bool = False,
                    collate_fn: Callable | None = None, step_callback: Callable | None = None,
                    keyframe_scores: FrameLookup | None = None, vit_features: Callable | None = None) -> TrainResult:
-    """Fine-tune the Answerer on k keyframes of the n training frames (forward chain, official `sevila.py`, Answerer fine-tuning).
+    """Fine-tune the Answerer on k keyframes of the n training frames (forward chain, official `sevila.py`, Answerer
+    fine-tuning).
 
     keyframe_source: "localizer" — the frozen Localizer's top-k (official); "uniform" — segment midpoints;
     "random" — one random frame per segment, fresh each epoch (paper Table 8's "Random" training).
@@ -432,7 +435,8 @@ def train_answerer(model: SeViLA, dataset: Dataset, config: TrainConfig, *, resu
 def pretrain_localizer(model: SeViLA, moment_dataset: Dataset, config: TrainConfig, *, resume: bool = False,
                        collate_fn: Callable | None = None, step_callback: Callable | None = None,
                        vit_features: Callable | None = None) -> TrainResult:
-    """Pre-train the Localizer on moment retrieval (QVHighlights, official `blip2_fmr.py`): per-frame yes/no from `relevant`."""
+    """Pre-train the Localizer on moment retrieval (QVHighlights, official `blip2_fmr.py`): per-frame yes/no from
+    `relevant`."""
     return run_stage(model, moment_dataset, _check_stage(config, "pretrain_localizer"), resume=resume,
                      collate_fn=collate_fn, step_callback=step_callback, vit_features=vit_features)
 

@@ -1,9 +1,11 @@
-"""Frames: which ones to take, how to decode them, how to write a video, and the pixel transform (official `data_utils.load_video`).
+"""Frames: which ones to take, how to decode them, how to write a video, and the pixel transform (official
+`data_utils.load_video`).
 
 Everything that touches video frames lives here, in four parts:
 
 1. `segment_frame_indices` / `relevant_frame_mask` — pure functions: the official sampling rule of
-   `load_video` (`lavis/datasets/data_utils.py`) and the official QVHighlights frame labelling rule (official `blip2_fmr.py`).
+   `load_video` (`lavis/datasets/data_utils.py`) and the official QVHighlights frame labelling rule (official
+   `blip2_fmr.py`).
 2. `FrameReader` — the protocol every frame source implements (`info`, `read`), with `VideoFileReader`
    for files on disk (PyAV by default, decord optional).
 3. `write_video` — writes uint8 frames as a real mp4, so synthetic videos go through the normal read path.
@@ -49,7 +51,8 @@ class VideoError(ValueError):
 # ---------------------------------------------------------------------------------------------------------
 
 def _frame_window(num_video_frames: int, fps: float, start: float | None, end: float | None) -> tuple[int, int]:
-    """The clip window in frames, `[int(start*fps), int(end*fps)]` clamped to `[0, vlen]` (official `data_utils.load_video`)."""
+    """The clip window in frames, `[int(start*fps), int(end*fps)]` clamped to `[0, vlen]` (official
+    `data_utils.load_video`)."""
     if start is None and end is None:
         return 0, num_video_frames
     for name, value in (("start", start), ("end", end)):
@@ -117,7 +120,8 @@ def window_overhang(num_video_frames: int, fps: float, start: float | None, end:
 
 def relevant_frame_mask(frame_indices: Sequence[int], fps: float,
                         moments: Sequence[Sequence[float]]) -> list[bool]:
-    """Frame i is relevant if i / fps lies in any moment [s, e], ends included (the QVHighlights rule of the official `blip2_fmr.py`)."""
+    """Frame i is relevant if i / fps lies in any moment [s, e], ends included (the QVHighlights rule of the official
+    `blip2_fmr.py`)."""
     return [any(s <= i / fps <= e for s, e in moments) for i in frame_indices]
 
 
