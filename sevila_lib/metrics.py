@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -399,6 +400,10 @@ def _windows(path, number: int, record: dict, key: str, width: int) -> list[tupl
         what = "[start, end, score]" if width == 3 else "[start, end]"
         raise ValueError(f"{path}, line {number} (qid {record['qid']}): {key!r} must be a list of {what}, "
                          f"got {str(windows)[:80]}")
+    bad = [w for w in windows if not all(math.isfinite(x) and not isinstance(x, bool) for x in w[:width])]
+    if bad:  # json.loads reads NaN and Infinity; a NaN score would rank the windows arbitrarily
+        raise ValueError(f"{path}, line {number} (qid {record['qid']}): {key!r} holds a window with a value that "
+                         f"is not a finite number: {bad[0]}")
     return [tuple(float(x) for x in w[:width]) for w in windows]
 
 

@@ -219,6 +219,12 @@ def test_command_line_prints_the_official_numbers(tmp_path, capsys):
     unscored = write_jsonl(tmp_path / "unscored.jsonl", [{"qid": 1, "pred_relevant_windows": [[0, 7]]}])
     assert M.main(["qvh", str(unscored), str(gt)]) == 1
     assert "line 1 (qid 1): 'pred_relevant_windows' must be a list of [start, end, score]" in capsys.readouterr().err
+    # json reads NaN and Infinity: a NaN score would rank windows arbitrarily, so the file is refused, naming it
+    (tmp_path / "nan.jsonl").write_text('{"qid": 1, "pred_relevant_windows": [[0, 7, NaN]]}\n'
+                                        '{"qid": 2, "pred_relevant_windows": [[40, 46, 0.8]]}\n')
+    assert M.main(["qvh", str(tmp_path / "nan.jsonl"), str(gt)]) == 1
+    assert "nan.jsonl, line 1 (qid 1): 'pred_relevant_windows' holds a window with a value that is not a finite " \
+           "number: [0, 7, nan]" in capsys.readouterr().err
 
 
 def test_bootstrap_deterministic_and_contains_estimate():
