@@ -192,6 +192,8 @@ def run(profile: str = "mini", only: list[str] | None = None, smoke: bool = Fals
     params = {"shared": shared, **{name: value for name, value in user.items() if name not in SHARED}}
     os.environ.update(KERNEL_THREADS)  # inherited by every kernel started below
 
+    cpu_seconds: dict[str, float] = {}
+
     def execute(source: Path) -> float:
         target = reports_dir / source.name
         running = reports_dir / f".{source.stem}.running.ipynb"  # hidden: the reports index skips it
@@ -199,7 +201,8 @@ def run(profile: str = "mini", only: list[str] | None = None, smoke: bool = Fals
         print(f"[{source.stem}] running ...", flush=True)
         try:
             papermill.execute_notebook(str(source), str(running), parameters=params, kernel_name=kernel,
-                                       cwd=str(notebooks_dir), progress_bar=False, log_output=False)
+                                       cwd=str(notebooks_dir), progress_bar=False, log_output=False,
+                                       kernel_manager_class=_measured_kernel_manager(cpu_seconds, source.stem))
         except BaseException as err:
             why = "interrupted" if isinstance(err, KeyboardInterrupt) else f"failed: {type(err).__name__}"
             partial = _keep_partial(running, target, why)
@@ -216,8 +219,9 @@ def run(profile: str = "mini", only: list[str] | None = None, smoke: bool = Fals
         print(f"[{source.stem}] done in {seconds:.0f} s -> {target}", flush=True)
         return seconds
 
+    run_started = time.time()
     durations = _run_in_order(selected, execute, jobs)
-    _write_durations(reports_dir / "durations.md", durations, jobs)
+    _write_durations(reports_dir / "durations.md", durations, jobs, cpu_seconds, time.time() - run_started)
     report.write_index(reports_dir)
     return [reports_dir / p.name for p in selected]
 
@@ -257,14 +261,45 @@ def _run_in_order(selected: list[Path], execute, jobs: int) -> dict[str, float]:
     return durations
 
 
-def _write_durations(path: Path, durations: dict[str, float], jobs: int) -> None:
+def _measured_kernel_manager(cpu_seconds: dict[str, float], name: str) -> type:
+    """The kernel manager papermill starts the kernel with, recording in `cpu_seconds[name]` the CPU time the
+    kernel used (user + system, its own and its finished child processes': 02's seed processes) just before it is
+    shut down. Wall time says how long a run took; CPU time says how much work each notebook is, whatever ran
+    beside it."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class MeasuredKernelManager(AsyncKernelManager):
+        async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+            try:
+                import psutil
+
+                used = psutil.Process(self.provisioner.process.pid).cpu_times()
+                cpu_seconds[name] = used.user + used.system + used.children_user + used.children_system
+            except Exception:  # noqa: BLE001 (psutil missing, or a kernel already gone: no CPU time recorded)
+                pass
+            await super().shutdown_kernel(now=now, restart=restart)
+
+    return MeasuredKernelManager
+
+
+def _write_durations(path: Path, durations: dict[str, float], jobs: int, cpu_seconds: dict[str, float] | None = None,
+                     total_seconds: float | None = None) -> None:
     from .files import atomic_write_text
 
+    cpu = cpu_seconds or {}
     lines = ["# Notebook durations (this run)", "",
-             f"{jobs} notebook(s) at a time, one compute thread each, on {os.cpu_count()} cores.", "",
-             "| notebook | seconds |", "|---|---:|"]
-    lines += [f"| {name} | {seconds:.0f} |" for name, seconds in durations.items()]
+             f"{jobs} notebook(s) at a time, one compute thread each, on {os.cpu_count()} cores. CPU seconds: the "
+             "kernel's and its finished child processes' (user + system): how much work the notebook is.", "",
+             "| notebook | seconds | CPU seconds |", "|---|---:|---:|"]
+    lines += [f"| {name} | {seconds:.0f} | {_seconds(cpu.get(name))} |"
+              for name, seconds in durations.items()]
+    if total_seconds is not None:
+        lines.append(f"| whole run | {total_seconds:.0f} | {_seconds(sum(cpu.values()) if cpu else None)} |")
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}" if value >= 10 else f"{value:.2f}"
 
 
 def _parse_value(text: str):
