@@ -58,10 +58,10 @@ def per_seed(ws: Workspace, seeds: Sequence[int], study: Callable, *args, jobs: 
     one thread, so the rows are the same whatever `jobs`. `untrained(ws, seed, *args)`: the rows of settings that
     train nothing (the same for every seed), evaluated once, beside the seeds, and listed first under each seed.
 
-    `copies` = (rows of another study, {setting: column values that pick its row}, label columns): a setting that
-    study already evaluated, with the same runs read the same way, is returned by `study` as a placeholder row
-    {COPY: setting, labels...}; it becomes that study's row of the same seed, relabelled (labels, then the
-    measured values from "questions" on), so nothing is evaluated twice and the rows keep their order."""
+    `copies` = (rows of another study, {setting: column values that pick its row}): a setting that study already
+    evaluated, with the same runs read the same way, is returned by `study` as a placeholder row
+    {COPY: setting, labels...}; it becomes that study's row of the same seed, relabelled (the placeholder's labels,
+    then the measured values from "questions" on), so nothing is evaluated twice and the rows keep their order."""
     seeds = _seeds(ws, seeds)
     calls = ([untrained] if untrained else []) + [study] * len(seeds)
     call_seeds = seeds[:1] * bool(untrained) + seeds
@@ -78,14 +78,15 @@ def per_seed(ws: Workspace, seeds: Sequence[int], study: Callable, *args, jobs: 
 COPY = "copy of"  # a placeholder row's setting: its numbers come from another study's rows (`per_seed`)
 
 
-def _copied(placeholder: dict, source: pd.DataFrame, settings: dict, labels: Sequence[str]) -> dict:
+def _copied(placeholder: dict, source: pd.DataFrame, settings: dict) -> dict:
     match = {"seed": placeholder["seed"], **settings[placeholder[COPY]]}
     picked = source[(source[list(match)] == pd.Series(match)).all(axis=1)]
     if len(picked) != 1:
         raise ValueError(f"expected one row with {match} to copy, found {len(picked)}")
     row = picked.iloc[0].to_dict()
     measured = list(row)[list(row).index("questions"):]  # summary rows: labels first, then "questions", numbers
-    return {**{key: placeholder[key] for key in labels}, **{key: row[key] for key in measured}}
+    labels = {key: value for key, value in placeholder.items() if key != COPY}
+    return {**labels, **{key: row[key] for key in measured}}
 
 
 def localizer_study(ws: Workspace, seeds: Sequence[int], num_frames: int = 32, num_keyframes: int = 4,
@@ -121,7 +122,7 @@ def answerer_study(ws: Workspace, seeds: Sequence[int], num_frames: int = 32, nu
     reused = {} if localizers is None else {name: dict(pretrained=True, self_refined=refined)
                                             for name, refined in (("C", False), ("D", True))}
     return per_seed(ws, seeds, _answerer_seed, num_frames, num_keyframes, tuple(reused), jobs=jobs,
-                    untrained=_untrained_answerer, copies=(localizers, reused, ("variant", "seed", "row")))
+                    untrained=_untrained_answerer, copies=(localizers, reused))
 
 
 def _untrained_answerer(ws: Workspace, seed: int, num_frames: int, num_keyframes: int, skip=()) -> list[dict]:
@@ -153,7 +154,7 @@ def training_frames_study(ws: Workspace, seeds: Sequence[int], num_frames: int =
     reused = {} if answers is None else {("random", "uniform"): {"row": "E"},
                                          (LOCALIZER_DAGGER, LOCALIZER_DAGGER): {"row": "F"}}
     return per_seed(ws, seeds, _training_frames_seed, num_frames, num_keyframes, tuple(reused), jobs=jobs,
-                    copies=(answers, reused, ("variant", "seed", "training_frames", "inference_frames")))
+                    copies=(answers, reused))
 
 
 def _training_frames_seed(ws: Workspace, seed: int, num_frames: int, num_keyframes: int, skip=()) -> list[dict]:

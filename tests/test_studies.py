@@ -44,9 +44,9 @@ def test_a_setting_another_study_measured_is_copied_with_this_studys_labels_and_
                           for seed in (0, 1) for kind in ("a", "b")])
     measured = studies.per_seed(ws, [0, 1], with_placeholder, (), jobs=1)
     copied = studies.per_seed(ws, [0, 1], with_placeholder, ("x",), jobs=2,
-                              copies=(other, {"x": {"kind": "a"}}, ("variant", "seed", "setting")))
+                              copies=(other, {"x": {"kind": "a"}}))
     pd.testing.assert_frame_equal(copied, measured)
     missing = other[other["seed"] == 0]
     with pytest.raises(ValueError, match="seed': 1.*found 0"):
         studies.per_seed(ws, [0, 1], with_placeholder, ("x",),
-                         copies=(missing, {"x": {"kind": "a"}}, ("variant", "seed", "setting")))
+                         copies=(missing, {"x": {"kind": "a"}}))
