@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONHASHSEED := 0
 PROFILE ?= mini
 
-.PHONY: venv test test-all reports bench gpu-check lab world mini-model mini-model-check mini-clip mini-clip-check lmms test-lmms clean
+.PHONY: venv test reports bench gpu-check lab world mini-model mini-model-check mini-clip mini-clip-check lmms test-lmms clean
 
 # torch first and pinned (2.13.0 is a CPU build on this machine's disk); then the full, resolved lock file.
 $(STAMP): requirements-lock.txt pyproject.toml
@@ -50,7 +50,7 @@ reports: $(STAMP)  ## run every notebook headlessly on the embedded default (min
 bench: $(STAMP)  ## speed/memory benchmarks -> reports/benchmarks.md
 	$(PY) benchmarks/run_all.py
 
-mini-model: $(STAMP)  ## regenerate the shipped mini BLIP-2 under data/mini_blip2 (about 10 min on 2 cores)
+mini-model: $(STAMP)  ## regenerate the shipped mini BLIP-2 under data/mini_blip2 (about 40 min on one thread)
 	$(PY) -m sevila_lib.mini train
 
 mini-model-check: $(STAMP)  ## retrain the mini BLIP-2 in a temporary folder and compare its weights byte for byte
@@ -72,8 +72,8 @@ $(VENV)/.lab-installed: $(STAMP)
 lab: $(VENV)/.lab-installed  ## JupyterLab at the repository root (notebooks/ and the executed reports/); installs once
 	$(VENV)/bin/jupyter lab --notebook-dir=. $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
-clean:
-	rm -rf .cache reports/executed reports/runs
+clean:  ## remove generated caches: ViT features, score files, training runs, scratch reports (all under .cache)
+	rm -rf .cache
 
 gpu-check:  ## SeViLA at the paper shapes with random weights on the GPU(s) -> reports/gpu_check.md (tiny shapes without CUDA)
 	PYTHONPATH=. python3 -m sevila_lib.gpu_check

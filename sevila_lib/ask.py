@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -67,8 +68,10 @@ def load_model(blip2: str = MINI, checkpoint: str | None = None, device: str = "
     """The model `ask` uses: a BLIP-2 folder or hub id ("mini" = the shipped mini BLIP-2) plus, optionally,
     an official LAVIS-layout checkpoint. Returns (model, notes)."""
     from . import checkpoints
+    from .environment import pick_device
 
-    dtypes = dict(vision_dtype="float16", llm_dtype="bfloat16") if str(device).startswith("cuda") else {}
+    device = str(pick_device(device))  # a clear error, not a CUDA assertion deep in torch
+    dtypes = dict(vision_dtype="float16", llm_dtype="bfloat16") if device.startswith("cuda") else {}
     model, _ = checkpoints.from_hf_blip2(blip2, device=device, **dtypes)
     notes = []
     if blip2 == MINI:
@@ -103,7 +106,7 @@ def ask(video: str | Path, question: str, options: Sequence[str], *, blip2: str 
     import torch
 
     from .records import VideoQASample
-    from .video import VideoFileReader, frames_to_tensor, segment_frame_indices
+    from .video import VIDEO_EXTENSIONS, VideoFileReader, frames_to_tensor, segment_frame_indices
 
     options = list(options)
     if not 2 <= len(options) <= len(prompts.OPTION_LETTERS):
@@ -113,6 +116,8 @@ def ask(video: str | Path, question: str, options: Sequence[str], *, blip2: str 
     video = Path(video)
     if not video.is_file():
         raise FileNotFoundError(f"no video file at {video}")
+    if video.suffix.lower() not in VIDEO_EXTENSIONS:
+        raise ValueError(f"{video}: not a video format the kit reads ({', '.join(VIDEO_EXTENSIONS)})")
     notes = []
     if model is None:
         model, notes = load_model(blip2, checkpoint, device)
@@ -158,13 +163,15 @@ def save_figure(result: AskResult, reader, sample, path: str | Path, max_frames:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .video import frame_count
+
     parser.add_argument("video", help="a video file (mp4, avi, mkv, webm, mov)")
     parser.add_argument("--question", required=True)
     parser.add_argument("--options", nargs="+", required=True, help="2 to 5 answer options")
     parser.add_argument("--blip2", default=MINI, help="BLIP-2 folder or hub id (default: the shipped mini BLIP-2)")
     parser.add_argument("--checkpoint", default=None, help="official sevila_pretrained.pth (LAVIS layout)")
-    parser.add_argument("--frames", type=int, default=32, help="n: frames the Localizer scores")
-    parser.add_argument("--keyframes", type=int, default=4, help="k: keyframes the Answerer reads")
+    parser.add_argument("--frames", type=frame_count, default=32, help="n: frames the Localizer scores")
+    parser.add_argument("--keyframes", type=frame_count, default=4, help="k: keyframes the Answerer reads")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--figure", default=None, help="save the keyframe figure (png)")
 
@@ -180,3 +187,19 @@ def main(args: argparse.Namespace) -> int:
     if args.figure:
         print(f"figure: {args.figure}")
     return 0
+
+
+class _CallableModule(types.ModuleType):
+    """`import sevila_lib.ask` binds the package's `ask` to this module, not to the function (Python sets a
+    package's attribute to its submodule on import): calling the module still runs `ask`."""
+
+    def __call__(self, *args, **kwargs) -> AskResult:
+        return ask(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
+if __name__ == "__main__":  # python -m sevila_lib.ask VIDEO ... (the same as python -m sevila_lib ask)
+    cli = argparse.ArgumentParser(prog="python -m sevila_lib.ask", description=__doc__.splitlines()[0])
+    add_arguments(cli)
+    sys.exit(main(cli.parse_args()))

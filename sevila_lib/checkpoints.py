@@ -45,7 +45,16 @@ class LoadReport:
                 + (f"; unexpected e.g. {self.unexpected[:3]}" if self.unexpected else ""))
 
 
-def _load_into(model: SeViLA, state: dict[str, Tensor], ignored: list[str] | None = None) -> LoadReport:
+def _load_into(model: SeViLA, state: dict[str, Tensor], source: str | Path,
+               ignored: list[str] | None = None) -> LoadReport:
+    # torch copies every tensor that fits before it raises on a size mismatch: check first, so a file of another
+    # model size names itself and leaves the model as it was.
+    own = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+             if k in own and own[k].shape != v.shape]
+    if wrong:
+        raise ValueError(f"{source}: {len(wrong)} weight(s) have another shape than the model's (another model "
+                         f"size or config?), e.g. {wrong[:3]} (file vs model); nothing was loaded")
     result = model.load_state_dict(state, strict=False)
     return LoadReport(sorted(result.missing_keys), sorted(result.unexpected_keys), sorted(ignored or []))
 
@@ -133,9 +142,13 @@ def resolve_pretrained(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.exists():
         return path
+    name = str(name_or_path)
+    if path.is_absolute() or name.startswith((".", "~")) or name.count("/") != 1:  # a hub id is "owner/name"
+        raise FileNotFoundError(f"no BLIP-2 folder at {name} (and it is not a hub id such as "
+                                f"Salesforce/blip2-flan-t5-xl)")
     from huggingface_hub import snapshot_download  # online users only
 
-    return Path(snapshot_download(str(name_or_path), allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
+    return Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
 
 
 def from_hf_blip2(name_or_path: str | Path, *, vision_dtype: str = "float32", llm_dtype: str = "float32",
@@ -156,7 +169,7 @@ def from_hf_blip2(name_or_path: str | Path, *, vision_dtype: str = "float32", ll
     model.to_empty(device=device)
     # T5 shares one embedding between `shared`, the encoder and the decoder; files store it once.
     model.llm.encoder.embed_tokens = model.llm.decoder.embed_tokens = model.llm.shared
-    report = _load_into(model, hf_blip2_to_kit(_read_hf_weights(directory)))
+    report = _load_into(model, hf_blip2_to_kit(_read_hf_weights(directory)), directory)
     report.missing = [k for k in report.missing if not k.endswith(".embed_tokens.weight")]
     if report.missing:
         raise ValueError(f"{directory}: checkpoint does not fill the model: {report}")
@@ -313,7 +326,7 @@ def load_lavis(model: SeViLA, path: str | Path, *, require: tuple[str, ...] = ()
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict or {{'model': state dict}}, got {type(state).__name__}")
     renamed, unexpected, ignored = lavis_to_kit(state)
-    report = _load_into(model, renamed, ignored)
+    report = _load_into(model, renamed, path, ignored)
     report.unexpected = sorted(set(report.unexpected) | set(unexpected))
     for prefix in require:
         gaps = [k for k in report.missing if k.startswith(prefix)]
@@ -341,7 +354,7 @@ def save_bridges(model: SeViLA, directory: str | Path, which: str = "both") -> P
 def load_bridges(model: SeViLA, directory: str | Path) -> LoadReport:
     """Load bridges saved by `save_bridges`; every key in the file must belong to the model."""
     state = read_safetensors(Path(directory) / BRIDGES_FILE, device=str(model.device))
-    report = _load_into(model, state)
+    report = _load_into(model, state, directory)
     if report.unexpected:
         raise ValueError(f"{directory}: keys the model does not have: {report.unexpected[:5]}")
     report.missing = [k for k in report.missing if k.split(".")[0] in {k2.split(".")[0] for k2 in state}]

@@ -36,7 +36,7 @@ from torch.utils.data import Dataset
 
 from . import prompts
 from .records import VideoQASample
-from .video import (FrameReader, VideoError, VideoFileReader, frames_to_tensor, relevant_frame_mask,
+from .video import (FrameReader, VideoError, VideoFileReader, frame_count, frames_to_tensor, relevant_frame_mask,
                     segment_frame_indices, window_overhang)
 
 DATASETS = ("nextqa", "star", "how2qa", "tvqa", "vlep", "qvh")
@@ -225,12 +225,18 @@ def _collect(path: str | os.PathLike, records: Callable[[Path, str], Iterator[_R
             sample = convert(raw.data, raw.index)
             if sample.question_id in first_seen:
                 raise _Bad(f"duplicate question id (first at {first_seen[sample.question_id]})")
+            if sample.original_id is not None and ("original", sample.original_id) in first_seen:
+                # TVQA/How2QA ids come from the line number, but a test submission is keyed by the file's qid
+                raise _Bad(f"duplicate qid {sample.original_id} (first at "
+                           f"{first_seen[('original', sample.original_id)]})")
         except _Bad as bad:
             if on_error == "raise":
                 raise AnnotationError(path, raw.where, str(bad), qid) from None
             samples.skipped.append(Skip(f"{path}, {raw.where}", qid, str(bad)))
             continue
         first_seen[sample.question_id] = raw.where
+        if sample.original_id is not None:
+            first_seen[("original", sample.original_id)] = raw.where
         sample.source = f"{path}:{raw.line}"
         samples.append(sample)
     return samples
@@ -319,9 +325,10 @@ def nextqa_sample(rec: dict, video: str | None = None) -> VideoQASample:
     `video` replaces the record's video id as the file to read (a mapped path); the answer may be absent
     (unlabelled test rows). Raises `_Bad` naming the field for a malformed record."""
     qtype, video_id = _text(rec, "type"), _text(rec, "video")
+    qid = re.sub(r"^(\d+)\.0+$", r"\1", _text(rec, "qid"))  # "6.0" from a csv re-saved by pandas: the id is 6
     answer = rec.get("answer")
     return VideoQASample(
-        question_id=f"{qtype}_{video_id}_{_text(rec, 'qid')}", video=video or video_id,
+        question_id=f"{qtype}_{video_id}_{qid}", video=video or video_id,
         question=_text(rec, "question") + "?", options=[option + "." for option in _options(rec, 5)],
         answer=None if answer is None else _answer(answer, 5), question_type=qtype, dataset="nextqa")
 
@@ -690,6 +697,10 @@ class VideoQADataset(Dataset):
 
     def _frames(self, sample: VideoQASample, rng: np.random.Generator | None) -> tuple[torch.Tensor, list[int], bool]:
         info = self.reader.info(sample)
+        if sample.moments and all(int(s * info.fps) >= info.num_frames for s, _ in sample.moments):
+            raise VideoError(self._where(sample), f"every relevant window starts after the video's end "
+                             f"({info.num_frames / info.fps:.2f} s): no frame could be labelled relevant (a video "
+                             f"cut short?)", sample.question_id)
         try:
             indices, repeated = segment_frame_indices(info.num_frames, info.fps, self.num_frames,
                                                       "random" if self.train else "uniform", rng,
@@ -756,8 +767,9 @@ def check(dataset: str, annotations: str, videos: str | None = None, map_path: s
 
     With `videos`: missing and unreadable files, videos whose frames cannot all be decoded (each video's sampled
     frames are decoded, so a file cut short behind an intact header is caught), videos with fewer than
-    `num_frames` frames, windows entirely outside their video (errors), and windows or relevant windows that
-    overhang the video or start before it (reported, not errors: they are clamped, as the official loader does).
+    `num_frames` frames, windows and relevant windows entirely outside their video (errors), and windows or
+    relevant windows that overhang the video or start before it (reported, not errors: they are clamped, as the
+    official loader does). An empty file is an error; questions without a gold answer are counted (a test split).
     """
     samples = read_annotations(dataset, annotations, map_path, on_error="skip")
     say = lambda text="": print(text, file=out or sys.stdout)  # noqa: E731
@@ -769,9 +781,16 @@ def check(dataset: str, annotations: str, videos: str | None = None, map_path: s
     say(f"  annotation problems: {len(samples.skipped)}")
     for skip in samples.skipped:
         say(f"    {skip.source} (question {skip.question_id}): {skip.reason}")
+    if not samples:  # an empty or header-only file: usually a download that failed
+        say("  no questions in the file")
+        problems += 1
+    unlabelled = [s.question_id for s in samples if s.answer is None and s.options]
+    if unlabelled:  # normal in a test split; accuracy and training refuse these questions
+        say(f"  questions without a gold answer (a test split?): {len(unlabelled)}, e.g. "
+            + ", ".join(unlabelled[:5]))
     if videos is not None:
         reader = VideoFileReader(videos, backend=backend, extension=extension)
-        missing, unreadable, short_videos, outside, cut_short, overhang = [], [], [], [], [], []
+        missing, unreadable, short_videos, outside, cut_short, overhang, shorter = [], [], [], [], [], [], []
         short_windows, checked, needed = 0, {}, {}
         for sample in samples:
             path = reader.path(sample)
@@ -784,6 +803,9 @@ def check(dataset: str, annotations: str, videos: str | None = None, map_path: s
                     continue
                 if checked[path].num_frames < num_frames:
                     short_videos.append(f"{path}: {checked[path].num_frames} frames")
+                seconds = checked[path].num_frames / checked[path].fps
+                if sample.duration and seconds < sample.duration - 2:  # QVHighlights states each clip's length
+                    shorter.append(f"{path}: {seconds:.2f} s, the release says {sample.duration:g} s")
             info = checked[path]
             if info is None:
                 continue
@@ -801,6 +823,10 @@ def check(dataset: str, annotations: str, videos: str | None = None, map_path: s
                 overhang.append(f"{path} (question {sample.question_id}): window [{sample.start}, {sample.end}] s "
                                 f"{clamped}; clamped to the video, as the official loader does")
             for s_, e_ in sample.moments:
+                if int(s_ * info.fps) >= info.num_frames:  # no frame is relevant: every label would be "no"
+                    outside.append(f"{path} (question {sample.question_id}): relevant window [{s_}, {e_}] s starts "
+                                   f"after the video's end ({info.num_frames / info.fps:.2f} s)")
+                    continue
                 clamped = window_overhang(info.num_frames, info.fps, s_, e_)
                 if clamped:
                     overhang.append(f"{path} (question {sample.question_id}): relevant window [{s_}, {e_}] s "
@@ -820,6 +846,10 @@ def check(dataset: str, annotations: str, videos: str | None = None, map_path: s
             for line in found:
                 say(f"    {line}")
             problems += len(found)
+        if shorter:  # reported, not errors: the windows inside the video still label correctly
+            say(f"  videos shorter than the release's duration (a download cut short?): {len(shorter)}")
+            for line in shorter[:MAX_LISTED]:
+                say(f"    {line}")
         say(f"  windows overhanging their video (clamped, as in the official code): {len(overhang)}")
         for line in overhang[:MAX_LISTED]:
             say(f"    {line}")
@@ -839,7 +869,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd.add_argument("--annotations", required=True, help="the release file (csv/json/jsonl)")
     cmd.add_argument("--videos", help="the video folder; omit to check annotations only")
     cmd.add_argument("--map", help="NExT-QA map_vid_vidorID.json")
-    cmd.add_argument("--num-frames", type=int, default=32, help="frames sampled per question (n)")
+    cmd.add_argument("--num-frames", type=frame_count, default=32, help="frames sampled per question (n)")
     cmd.add_argument("--extension", default=".mp4")
     cmd.add_argument("--backend", default="pyav", choices=("pyav", "decord"))
     args = parser.parse_args(argv)

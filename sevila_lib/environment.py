@@ -29,7 +29,8 @@ def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' asked for, but torch sees no GPU; use device='cpu' or 'auto'")
+        why = "this torch build has no CUDA" if not torch.backends.cuda.is_built() else "torch sees no GPU"
+        raise ValueError(f"device {device!r} asked for, but {why}; use 'cpu' (or 'auto')")
     return torch.device(device)
 
 

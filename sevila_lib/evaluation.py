@@ -40,7 +40,8 @@ from .model import SeViLA
 from .scorers import AnswererLogits, LocalizerScorer, Scorer, get_scorer
 from .selection import Rule, get_rule
 from .records import VideoQASample
-from .video import FrameReader, VideoError, frames_to_tensor, relevant_frame_mask, segment_frame_indices
+from .video import (FrameReader, VideoError, frame_count, frames_to_tensor, relevant_frame_mask,
+                    segment_frame_indices)
 
 VARIANTS = ("uniform", "all", "localizer", "ground_truth", "random")
 # Videos this short (the moments world: 32 frames) have their ViT features computed whole, and per-frame scorers
@@ -670,6 +671,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """python -m sevila_lib.evaluation --profile mini --scorer localizer --rule top_k --out preds.parquet
     (under `accelerate launch --num_processes N` or `torchrun --nproc_per_node N` to shard the questions)."""
     import argparse
+    import sys
 
     from .workspace import open_workspace
 
@@ -679,21 +681,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-questions", type=int, default=0)
     parser.add_argument("--scorer", default="localizer", help="a name in scorers.SCORERS")
     parser.add_argument("--rule", default="top_k", help="a name in selection.RULES")
-    parser.add_argument("--num-frames", type=int, default=32)
-    parser.add_argument("--keyframes", type=int, default=4)
+    parser.add_argument("--num-frames", type=frame_count, default=32)
+    parser.add_argument("--keyframes", type=frame_count, default=4)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cache-dir", default=None, help="ViT feature cache (default: the workspace's)")
     parser.add_argument("--out", required=True, help="predictions table (.parquet or .csv)")
     args = parser.parse_args(argv)
     state = process_state()
     device = str(state.device) if args.device == "auto" else args.device
-    ws = open_workspace(args.profile, device=device, max_questions=args.max_questions or None)
+    try:  # names checked before any work: one line, not a traceback
+        get_scorer(args.scorer), get_rule(args.rule)
+        ws = open_workspace(args.profile, device=device, max_questions=args.max_questions or None)
+        if args.split not in ws.questions:
+            raise ValueError(f"unknown split {args.split!r}; choose from {sorted(ws.questions)}")
+    except (ValueError, TypeError) as err:  # TypeError: a scorer that needs parameters (file: its path)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     ev = ws.evaluator(args.split, **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
     table = evaluate_distributed(ev, lambda e: e.select(args.scorer, args.rule, args.num_frames, args.keyframes))
     if state.is_main_process:
+        from . import metrics
+
         save_predictions(table, args.out)
-        print(f"{len(table)} questions ({state.num_processes} processes), accuracy "
-              f"{100 * (table.prediction == table.answer).mean():.1f}%, skipped {len(ev.skipped)} -> {args.out}")
+        unlabelled = int(table["answer"].isna().sum()) if len(table) else 0
+        score = (f"no accuracy: {unlabelled} questions have no gold answer (a test split?)" if unlabelled
+                 else f"accuracy {100 * metrics.accuracy(table):.1f}%")
+        print(f"{len(table)} questions ({state.num_processes} processes), {score}, skipped {len(ev.skipped)} "
+              f"-> {args.out}")
     return 0
 
 

@@ -462,6 +462,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default=None, choices=["official", "float32", "bfloat16"])
     parser.add_argument("--out", default=None, help="report path (default reports/gpu_check.md)")
     args = parser.parse_args(argv)
+    import torch
+
+    if (args.device or "").startswith("cuda") and not torch.cuda.is_available():
+        print(f"error: --device {args.device}, but torch {torch.__version__} sees no CUDA GPU; without --device the "
+              f"check runs its CPU path", file=sys.stderr)
+        return 2
     run(args.shape, args.batch, args.processes, args.out, args.device, args.precision)
     return 0
 

@@ -258,8 +258,8 @@ def export_world(out_dir: str | Path, split: str = "val", limit: int | None = No
 
     out_dir = Path(out_dir).resolve()
     world = MomentsWorld(WorldConfig(seed=seed))
-    write_world_videos(world, split, out_dir)
     samples = world.qa_samples(split)[:limit] if limit else world.qa_samples(split)
+    write_world_videos(world, split, out_dir, samples=samples)  # the videos of these questions only
     cfg = world.config
     docs = [world_doc(s, out_dir / "videos" / f"{s.video}.mp4", cfg.num_frames, cfg.image_size) for s in samples]
     data = atomic_write_text(out_dir / f"world_{split}.jsonl", "".join(json.dumps(d) + "\n" for d in docs))
@@ -340,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     world = sub.add_parser("export-world", help="the moments world as a local lmms-eval task")
     world.add_argument("--out", required=True, help="folder for the videos, the jsonl and the task YAML")
     world.add_argument("--split", default="val")
-    world.add_argument("--limit", type=int, default=0, help="the first N questions (0: all)")
+    world.add_argument("--limit", type=int, default=0, help="the first N questions and their videos (0: all)")
     world.add_argument("--seed", type=int, default=0)
     nextqa = sub.add_parser("export-nextqa", help="a local NExT-QA csv as lmms-eval's own nextqa_mc_test")
     nextqa.add_argument("--csv", required=True, help="e.g. data/nextqa/val.csv")

@@ -51,6 +51,15 @@ QVH_IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.5:0
 
 
 def _correct(df: pd.DataFrame) -> pd.Series:
+    """Per row: prediction == answer. A row without a gold answer (a test split) or without a prediction is an
+    error naming its questions, never counted as wrong."""
+    for column, what in (("answer", "gold answer (a test split?)"), ("prediction", "prediction")):
+        missing = df[column].isna()
+        if missing.any():
+            names = df["question_id"] if "question_id" in df else df.index.to_series()
+            ids = names[missing.to_numpy()].astype(str).unique()
+            raise ValueError(f"{len(ids)} question(s) without a {what}: {', '.join(ids[:5])}"
+                             f"{' ...' if len(ids) > 5 else ''}; accuracy is undefined for them")
     return df["prediction"].astype(int) == df["answer"].astype(int)
 
 
@@ -285,7 +294,7 @@ def _pairs(preds, gts) -> list[tuple[str, list, list]]:
             raise ValueError(f"query {name}: empty list of predicted windows; the official evaluator cannot score "
                              f"it (R1 fails, mAP silently leaves the query out) — predict at least one window")
         if not gt:
-            raise ValueError(f"query {name}: no ground-truth window (the test split has none); R1 and mAP are "
+            raise ValueError(f"query {name}: no ground-truth window (an empty relevant_windows); R1 and mAP are "
                              f"undefined for it")
     return pairs
 
@@ -378,8 +387,12 @@ def qvh_moment_retrieval(pred_spans_per_query: Mapping[str, Sequence],
 
 def _jsonl(path: str | Path) -> list[tuple[int, dict]]:
     out = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{path}, line {number}: not UTF-8 text ({err.reason} at byte {err.start})") from None
             if not line.strip():
                 continue
             try:
@@ -389,22 +402,24 @@ def _jsonl(path: str | Path) -> list[tuple[int, dict]]:
             if not isinstance(record, dict) or "qid" not in record:
                 raise ValueError(f"{path}, line {number}: expected an object with a 'qid'")
             out.append((number, record))
+    if not out:
+        raise ValueError(f"{path}: no records (an empty file)")
     return out
 
 
 def _windows(path, number: int, record: dict, key: str, width: int) -> list[tuple[float, ...]]:
     windows = record.get(key)
     if not isinstance(windows, list) or not all(
-            isinstance(w, (list, tuple)) and len(w) >= width and all(isinstance(x, (int, float)) for x in w[:width])
+            isinstance(w, (list, tuple)) and len(w) == width and all(isinstance(x, (int, float)) for x in w)
             for w in windows):
         what = "[start, end, score]" if width == 3 else "[start, end]"
         raise ValueError(f"{path}, line {number} (qid {record['qid']}): {key!r} must be a list of {what}, "
                          f"got {str(windows)[:80]}")
-    bad = [w for w in windows if not all(math.isfinite(x) and not isinstance(x, bool) for x in w[:width])]
+    bad = [w for w in windows if not all(math.isfinite(x) and not isinstance(x, bool) for x in w)]
     if bad:  # json.loads reads NaN and Infinity; a NaN score would rank the windows arbitrarily
         raise ValueError(f"{path}, line {number} (qid {record['qid']}): {key!r} holds a window with a value that "
                          f"is not a finite number: {bad[0]}")
-    return [tuple(float(x) for x in w[:width]) for w in windows]
+    return [tuple(float(x) for x in w) for w in windows]
 
 
 def _by_qid(path, rows: list[tuple[int, dict]], key: str, width: int) -> dict[str, list]:
@@ -424,9 +439,24 @@ def read_qvh_submission(path: str | Path) -> dict[str, list[ScoredSpan]]:
 
 
 def read_qvh_ground_truth(path: str | Path) -> dict[str, list[Span]]:
-    """`highlight_{val,test}_release.jsonl`: qid -> `relevant_windows` ([] when absent, as in the test split)."""
-    rows = [(n, r if "relevant_windows" in r else {**r, "relevant_windows": []}) for n, r in _jsonl(path)]
-    return _by_qid(path, rows, "relevant_windows", 2)
+    """`highlight_val_release.jsonl`: qid -> `relevant_windows`, each [start, end] with 0 <= start <= end (the
+    windows that decide every number: a reversed or negative one is refused, naming file, line and qid). A file
+    without `relevant_windows` (the test split, or a submission given in its place) is refused."""
+    rows = _jsonl(path)
+    unlabelled = [(n, r) for n, r in rows if "relevant_windows" not in r]
+    if unlabelled:
+        number, record = unlabelled[0]
+        why = ("it is a submission (pred_relevant_windows), not ground truth" if "pred_relevant_windows" in record
+               else "the test split's file has none; evaluate on highlight_val_release.jsonl")
+        raise ValueError(f"{path}, line {number} (qid {record['qid']}): no 'relevant_windows' "
+                         f"({len(unlabelled)} of {len(rows)} records): {why}")
+    windows = _by_qid(path, rows, "relevant_windows", 2)
+    for number, record in rows:
+        bad = [w for w in windows[str(record["qid"])] if not 0 <= w[0] <= w[1]]
+        if bad:
+            raise ValueError(f"{path}, line {number} (qid {record['qid']}): relevant window {list(bad[0])} "
+                             f"{'starts before 0' if bad[0][0] < 0 else 'ends before it starts'}")
+    return windows
 
 
 def qvh_submission_rows(spans_per_query: Mapping[str, Sequence[ScoredSpan]]) -> list[dict]:

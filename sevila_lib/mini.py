@@ -1,7 +1,7 @@
 """The mini BLIP-2: a tiny ViT + Q-Former + T5 (the same transformers classes as the real BLIP-2), pre-trained
 on single frames of the moments world as an IMAGE-language model, shipped in `data/mini_blip2`.
 
-    python -m sevila_lib.mini train     # regenerate data/mini_blip2 (about 10 minutes on 2 CPU cores)
+    python -m sevila_lib.mini train     # regenerate data/mini_blip2 (about 40 minutes on one thread)
     python -m sevila_lib.mini evaluate  # image-level accuracy, written into the model card
     python -m sevila_lib.mini verify    # retrain in a temporary folder; exit 0 iff the weights are identical
 

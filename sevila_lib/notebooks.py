@@ -2,7 +2,8 @@
 
     python -m sevila_lib.notebooks run --profile mini             # every notebook (what `make reports` does)
     python -m sevila_lib.notebooks run --only 03_ablation_frames  # rerun one notebook
-    python -m sevila_lib.notebooks run --profile paper -p video_root=/data/videos -p checkpoint=/ckpt/sevila.pth
+    python -m sevila_lib.notebooks run --profile paper -p val_annotations=/data/nextqa/val.csv \\
+        -p video_root=/data/videos -p checkpoint=/ckpt/sevila.pth
     python -m sevila_lib.notebooks run --smoke --reports-dir /tmp/r  # the test suite's quick parameter set
 
 Each notebook executes into a hidden temp file beside its report and replaces `reports/NN_name.ipynb` only when
@@ -13,8 +14,8 @@ finished notebooks' outputs stay in place.
 
 `--jobs N` runs up to N notebooks side by side (default: one per core, at most 3), each only after the notebooks it
 reads (`AFTER`: e.g. 03, 05, 07 and 08 use 02's training runs). Every kernel computes on one thread, so the
-numbers are the same whatever N and the machine's core count; each notebook's duration goes to
-`reports/durations.md`.
+numbers are the same whatever N and the machine's core count; a run of every notebook records each one's duration
+in `reports/durations.md` (a rerun of some of them leaves that record alone).
 
 Every notebook's parameters cell declares `shared: dict = {}` — the parameters all notebooks share
 (`workspace.SHARED`: profile, paths, device, seed, limits) — and a few of its own. `-p NAME=VALUE` with a name of
@@ -172,7 +173,8 @@ def run(profile: str = "mini", only: list[str] | None = None, smoke: bool = Fals
     """Execute the notebooks, `jobs` at a time in dependency order (`AFTER`; a dependency that is not selected is
     assumed done); returns the executed copies in notebook order. On the first failure (or Ctrl-C) no further
     notebook starts, the running ones finish, and the error is raised, keeping the previous complete copy of the
-    failed notebook and the partial one beside it (module docstring). Durations go to `reports/durations.md`."""
+    failed notebook and the partial one beside it (module docstring). A run of every notebook writes its durations to
+    `reports/durations.md`; a rerun of some of them leaves that record alone."""
     import papermill
 
     from . import report
@@ -221,7 +223,11 @@ def run(profile: str = "mini", only: list[str] | None = None, smoke: bool = Fals
 
     run_started = time.time()
     durations = _run_in_order(selected, execute, jobs)
-    _write_durations(reports_dir / "durations.md", durations, jobs, cpu_seconds, time.time() - run_started)
+    if len(selected) == len(notebook_paths(notebooks_dir)):
+        _write_durations(reports_dir / "durations.md", durations, jobs, cpu_seconds, time.time() - run_started)
+    else:  # a rerun of some notebooks keeps the last full run's record
+        print(f"{len(durations)} of the notebooks ran in {time.time() - run_started:.0f} s; "
+              f"{reports_dir / 'durations.md'} keeps the last full run's durations", flush=True)
     report.write_index(reports_dir)
     return [reports_dir / p.name for p in selected]
 
@@ -302,6 +308,12 @@ def _seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f}" if value >= 10 else f"{value:.2f}"
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}")
+    return int(text)
+
+
 def _parse_value(text: str):
     try:
         return ast.literal_eval(text)
@@ -318,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--only", nargs="+", help="notebook names (e.g. 03_ablation_frames) to run")
     run_parser.add_argument("--smoke", action="store_true", help="tiny question limits (what the tests use)")
     run_parser.add_argument("--reports-dir", type=Path, default=None)
-    run_parser.add_argument("--jobs", type=int, default=default_jobs(),
+    run_parser.add_argument("--jobs", type=_positive, default=default_jobs(),
                             help="notebooks run side by side, in dependency order (default: cores, at most 3)")
     run_parser.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
                             help="override a notebook parameter, parsed as its parameters cell declares")

@@ -219,11 +219,14 @@ def plot_accuracy_vs(
 # Index of reports/
 # ---------------------------------------------------------------------------------------------------------------
 
-_INDEXED = {".md": "table", ".png": "figure", ".ipynb": "notebook"}  # kinds, listed in this order
+# kinds, listed in this order (tables' .csv/.tex twins are not listed: each sits beside its .md)
+_INDEXED = {".md": "table", ".png": "figure", ".ipynb": "notebook", ".parquet": "predictions (one row per question)",
+            ".json": "keyframe selections"}
 
 
 def write_index(reports_dir: str | Path = REPORTS_DIR) -> Path:
-    """Write `<reports_dir>/README.md` linking every table (.md), figure (.png) and notebook (.ipynb) under it.
+    """Write `<reports_dir>/README.md` linking every table (.md), figure (.png), notebook (.ipynb), predictions
+    table (.parquet) and selections file (.json) under it.
 
     Files are grouped by folder (relative to `reports_dir`), listed tables first, then figures, then executed
     notebooks, each sorted by name. Hidden folders (`.ipynb_checkpoints`, ...) and the index itself are skipped.
@@ -240,7 +243,8 @@ def write_index(reports_dir: str | Path = REPORTS_DIR) -> Path:
         if any(part.startswith(".") for part in rel.parts):
             continue
         by_folder.setdefault(rel.parent.as_posix(), []).append(rel)
-    lines = ["# Reports", "", "Generated files: regenerate them, do not edit by hand.", ""]
+    lines = ["# Reports", "", "Generated files: regenerate them, do not edit by hand (`make reports`; "
+             "`benchmarks.md` and `benchmarks.csv` come from `make bench`).", ""]
     for folder in sorted(by_folder, key=lambda f: (f != ".", f)):
         lines += [f"## {'reports' if folder == '.' else folder}/", ""]
         for rel in sorted(by_folder[folder], key=lambda r: (kinds.index(r.suffix), r.name)):

@@ -296,6 +296,10 @@ def run_stage(model: SeViLA, dataset: Dataset, config: TrainConfig, *, resume: b
     """The one training loop behind every stage. `step_callback(step, loss)` runs after each optimizer step,
     before that step's checkpoint (tests raise in it to simulate a crash). `vit_features(question_ids,
     frame_indices)`: the frozen ViT's features from a cache instead of running it every step (mini profile)."""
+    unlabelled = [s.question_id for s in getattr(dataset, "samples", []) if s.answer is None]
+    if unlabelled and config.stage != "pretrain_localizer":  # refused before anything is written
+        raise ValueError(f"{config.stage} learns from gold answers; {len(unlabelled)} question(s) have none (a test "
+                         f"split?): {', '.join(unlabelled[:5])}{' ...' if len(unlabelled) > 5 else ''}")
     accelerator = make_accelerator(config)
     set_seed(config.seed)
     out = Path(config.output_dir)

@@ -15,6 +15,7 @@ Introduced in `notebooks/01_forward_chain.ipynb`. Timing of the decoding strateg
 """
 from __future__ import annotations
 
+import argparse
 import bisect
 import math
 import os
@@ -102,6 +103,18 @@ def segment_frame_indices(num_video_frames: int, fps: float, num_samples: int, m
     # Empty segments at the very end of the video sit at index vlen, one past the last frame.
     indices = [min(int(i), num_video_frames - 1) for i in picked]
     return indices, len(set(indices)) < num_samples
+
+
+def frame_count(text: str) -> int:
+    """The argparse type of n and k (frames sampled, keyframes kept): a positive whole number, refused at the
+    command line instead of failing on every question later."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of frames") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"a number of frames must be positive, got {value}")
+    return value
 
 
 def window_overhang(num_video_frames: int, fps: float, start: float | None, end: float | None) -> str | None:

@@ -717,14 +717,17 @@ def relevant_frames(sample: VideoQASample, num_frames: int, fps: float) -> list[
     return [i for i, hit in enumerate(relevant_frame_mask(range(num_frames), fps, sample.moments)) if hit]
 
 
-def write_world_videos(world: MomentsWorld, split: str, out_dir: str | Path, pool: str = "qa") -> Path:
+def write_world_videos(world: MomentsWorld, split: str, out_dir: str | Path, pool: str = "qa",
+                       samples: Sequence[VideoQASample] | None = None) -> Path:
     """Write a split's videos as mp4 (`<out_dir>/videos/<id>.mp4`) and its samples as unified JSON
-    (`<out_dir>/<pool>_<split>.json`), so the world can also go through the normal file path. Returns the JSON."""
+    (`<out_dir>/<pool>_<split>.json`), so the world can also go through the normal file path. Returns the JSON.
+    `samples`: only these questions of the split (and only their videos)."""
     from .video import write_video
 
     out_dir = Path(out_dir)
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
-    samples = world.qa_samples(split) if pool == "qa" else world.moment_samples(split)
+    if samples is None:
+        samples = world.qa_samples(split) if pool == "qa" else world.moment_samples(split)
     for vid in dict.fromkeys(s.video for s in samples):
         write_video(out_dir / "videos" / f"{vid}.mp4", np.asarray(world.render(vid)), world.config.fps)
     path = out_dir / f"{pool}_{split}.json"
@@ -762,11 +765,13 @@ def world_statistics(world: MomentsWorld, split: str = "val", num_frames: int = 
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from .video import frame_count
+
     parser = argparse.ArgumentParser(prog="python -m sevila_lib.world", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["stats"])
     parser.add_argument("--split", default="val")
-    parser.add_argument("--num-frames", type=int, default=32)
-    parser.add_argument("-k", type=int, default=4)
+    parser.add_argument("--num-frames", type=frame_count, default=32)
+    parser.add_argument("-k", type=frame_count, default=4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     world = MomentsWorld(WorldConfig(seed=args.seed))

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import sevila_lib
 from sevila_lib import paths
@@ -38,3 +39,19 @@ def test_ask_rejects_bad_requests():
         sevila_lib.ask(paths.SAMPLE_VIDEOS_DIR / "bikes.mp4", "q?", ["only one"])
     with pytest.raises(FileNotFoundError):
         sevila_lib.ask("no/such/video.mp4", "q?", ["a", "b"])
+    with pytest.raises(ValueError, match=r"README\.md: not a video format the kit reads \(\.mp4"):
+        sevila_lib.ask(paths.PROJECT_ROOT / "README.md", "q?", ["a", "b"])
+    with pytest.raises(FileNotFoundError, match="no BLIP-2 folder at /no/such/dir"):
+        sevila_lib.ask(paths.SAMPLE_VIDEOS_DIR / "bikes.mp4", "q?", ["a", "b"], blip2="/no/such/dir")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device 'cuda' asked for, but"):
+            sevila_lib.ask(paths.SAMPLE_VIDEOS_DIR / "bikes.mp4", "q?", ["a", "b"], device="cuda")
+
+
+def test_the_ask_module_is_callable_like_the_function(tmp_path):
+    import importlib
+
+    module = importlib.import_module("sevila_lib.ask")  # what `import sevila_lib.ask` binds sevila_lib.ask to
+    result = module(paths.SAMPLE_VIDEOS_DIR / "bikes.mp4", "what is moving?", ["a bike", "a car"], num_frames=4,
+                    num_keyframes=2)
+    assert type(result).__name__ == "AskResult" and len(result.frame_indices) == 4

@@ -80,6 +80,21 @@ def test_lavis_text_side_keys_are_ignored_and_gaps_reported(tokenizer, tmp_path)
         checkpoints.load_lavis(model, path, require=("localizer.",))
 
 
+def test_a_file_of_another_model_size_names_itself_and_loads_nothing(tokenizer, tmp_path):
+    model = make_tiny_model(tokenizer)
+    state = checkpoints.kit_to_lavis(model)
+    state["t5_proj_loc.weight"] = torch.zeros(state["t5_proj_loc.weight"].shape[0] + 1,
+                                              state["t5_proj_loc.weight"].shape[1])
+    state["query_tokens_loc"] = torch.full_like(state["query_tokens_loc"], 7.0)  # fits: must not be copied either
+    path = tmp_path / "other_size.pth"
+    torch.save({"model": state}, path)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"other_size\.pth: 1 weight\(s\) have another shape than the model's .*"
+                                         r"localizer\.projection\.weight .*nothing was loaded"):
+        checkpoints.load_lavis(model, path)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 class NotATensor:
     pass
 

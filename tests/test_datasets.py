@@ -181,7 +181,7 @@ UNIFIED_RECORD = {"video": "s01e01_seg01_clip_00", "qid": "TVQA_0", "num_option"
 
 # name -> (file name, content as bytes, reader, where the problem is, question id, reason pattern)
 BAD_INPUTS = {
-    "bad JSON line": ("t.jsonl", f"{tvqa_line()}\n{{\"q\": \"What?\", \"a0\n{tvqa_line()}\n",
+    "bad JSON line": ("t.jsonl", f"{tvqa_line()}\n{{\"q\": \"What?\", \"a0\n{tvqa_line(qid=2)}\n",
                       read_tvqa, "line 2", "TVQA_1", "malformed or truncated JSON line"),
     "truncated JSON list": ("s.json", "[" + json.dumps(STAR_RECORD) + ",\n" + json.dumps(STAR_RECORD)[:40],
                             read_star, r"record 1 \(line 2\)", None, "malformed or truncated JSON"),
@@ -231,9 +231,11 @@ BAD_INPUTS = {
     "duplicate question id (nextqa)": ("n.csv", f"{NEXTQA_HEADER}\n{nextqa_row()}\n{nextqa_row(1)}\n{nextqa_row()}\n",
                                        read_nextqa, r"row 3 \(line 4\)", "CW_9000000001_0",
                                        r"duplicate question id \(first at row 1 \(line 2\)\)"),
+    "duplicate qid (tvqa: ids from line numbers)": ("t.jsonl", f"{tvqa_line(qid=12)}\n{tvqa_line(qid=12)}\n", read_tvqa,
+                                                    "line 2", "TVQA_1", r"duplicate qid 12 \(first at line 1\)"),
     "duplicate question id (star)": ("s.json", json.dumps([STAR_RECORD, STAR_RECORD]), read_star, "record 1",
                                      "Interaction_T1_1", "duplicate question id"),
-    "non-UTF-8 (tvqa)": ("t.jsonl", tvqa_line() + "\n" + tvqa_line(q="Caf\udcffe?"), read_tvqa, "line 2",
+    "non-UTF-8 (tvqa)": ("t.jsonl", tvqa_line() + "\n" + tvqa_line(qid=2, q="Caf\udcffe?"), read_tvqa, "line 2",
                          "TVQA_1", None),
     "non-UTF-8 (nextqa)": ("n.csv", f"{NEXTQA_HEADER}\n{nextqa_row()}\n" + nextqa_row(1).replace("why", "wh\udcffy"),
                            read_nextqa, r"row 2 \(line 3\)", "CW_9000000001_1", None),
@@ -250,6 +252,11 @@ BAD_INPUTS = {
                                                          "relevant_windows": [[4, 2]]}),
                                   read_qvhighlights, "line 1", "QVHighlight_3", "ends before it starts"),
 }
+
+
+def test_nextqa_qids_of_a_csv_resaved_by_pandas_keep_their_official_ids(tmp_path):
+    resaved = write_bad(tmp_path, "val.csv", f"{NEXTQA_HEADER}\n{nextqa_row(6)}\n".replace(",6,CW,", ",6.0,CW,"))
+    assert [s.question_id for s in read_nextqa(resaved)] == ["CW_9000000001_6"]
 
 
 def write_bad(tmp_path: Path, name: str, text: str) -> Path:
@@ -281,6 +288,7 @@ def test_skip_mode_keeps_the_good_records_and_records_the_bad_one(tmp_path, case
     good_count = {"bad JSON line": 2, "truncated JSON list": 1, "truncated csv row": 1,
                   "short row (how2qa release csv)": 1,
                   "duplicate question id (nextqa)": 2, "duplicate question id (star)": 1, "non-UTF-8 (tvqa)": 1,
+                  "duplicate qid (tvqa: ids from line numbers)": 1,
                   "non-UTF-8 (nextqa)": 1, "non-UTF-8 (star)": 1, "non-UTF-8 (star, one line)": 1}.get(case, 0)
     samples = reader(path, on_error="skip")
     assert len(samples) == good_count
@@ -337,6 +345,13 @@ def test_vlep_and_qvh_items_use_their_own_prompts(reader):
     assert qvh["loc_text"] == prompts.moment_query_text("Cyclists ride past a parked car", "has_information")
     assert qvh["relevant"] == relevant_frame_mask(qvh["frame_indices"], 25.0, qvh_sample.moments)
     assert qvh["relevant"] == [False, False, True, True, False, False, False, True, False, False]
+    # windows past the end of a video cut short would label every frame "no": refused, or skipped and recorded
+    past_end = dataclasses.replace(qvh_sample, moments=[(60.0, 70.0)])
+    with pytest.raises(VideoError, match=r"bikes\.mp4 \(question QVHighlight_9001\): every relevant window starts "
+                                         r"after the video's end"):
+        VideoQADataset([past_end], reader, num_frames=10, image_size=16)[0]
+    skipping = VideoQADataset([past_end], reader, num_frames=10, image_size=16, on_error="skip")
+    assert skipping[0] is None and skipping.skipped[0].question_id == "QVHighlight_9001"
 
 
 def test_train_items_are_deterministic_per_seed_epoch_and_index(reader):
@@ -403,8 +418,8 @@ def test_checker_passes_on_the_fixture_with_the_sample_videos(capsys):
 
 
 def test_checker_reports_every_problem_and_fails(tmp_path):
-    lines = [tvqa_line(vid_name="bikes", ts="1.0-2.0"), tvqa_line(vid_name="gone"), "{broken",
-             tvqa_line(vid_name="carphone_distorted", ts="50.0-60.0")]
+    lines = [tvqa_line(vid_name="bikes", ts="1.0-2.0"), tvqa_line(vid_name="gone", qid=2), "{broken",
+             tvqa_line(vid_name="carphone_distorted", ts="50.0-60.0", qid=4)]
     annotations = write_bad(tmp_path, "tvqa.jsonl", "\n".join(lines) + "\n")
     out = io.StringIO()
     assert check("tvqa", str(annotations), videos=str(SAMPLE_VIDEOS_DIR), num_frames=200, out=out) == 1
@@ -423,8 +438,8 @@ def test_checker_decodes_sampled_frames_and_reports_overhanging_windows(tmp_path
     write_video(tmp_path / "full.mp4", noise, fps=10, faststart=True)
     (videos / "cut.mp4").write_bytes((tmp_path / "full.mp4").read_bytes()[:20_000])  # header first, data cut
     (videos / "carphone.mp4").write_bytes((SAMPLE_VIDEOS_DIR / "carphone_distorted.mp4").read_bytes())  # 4.0 s
-    lines = [tvqa_line(vid_name="cut", ts="0.0-5.0"), tvqa_line(vid_name="carphone", ts="3.0-5.5"),
-             tvqa_line(vid_name="carphone", ts="0.5-3.5")]
+    lines = [tvqa_line(vid_name="cut", ts="0.0-5.0"), tvqa_line(vid_name="carphone", ts="3.0-5.5", qid=2),
+             tvqa_line(vid_name="carphone", ts="0.5-3.5", qid=3)]
     annotations = write_bad(tmp_path, "tvqa.jsonl", "\n".join(lines) + "\n")
     out = io.StringIO()
     assert check("tvqa", str(annotations), videos=str(videos), num_frames=8, out=out) == 1
@@ -437,6 +452,25 @@ def test_checker_decodes_sampled_frames_and_reports_overhanging_windows(tmp_path
     assert re.search(r"carphone\.mp4 \(question TVQA_1\): window \[3\.0, 5\.5\] s ends 1\.50 s after the video's "
                      r"end \(4\.00 s, 120 frames at 29\.97 fps\); clamped", report)
     assert "1 problem(s) found" in report  # overhanging windows are reported, not counted as errors
+
+
+def test_checker_fails_on_labels_no_frame_can_carry_and_on_empty_files(tmp_path):
+    # carphone_pristine.mp4 lasts 4.0 s: a relevant window from 6 s on would label every frame "no".
+    qvh = write_bad(tmp_path, "qvh.jsonl", json.dumps({"qid": 5113, "query": "a man talks", "duration": 150,
+                                                       "vid": "carphone_pristine", "relevant_windows": [[6, 9]]}))
+    out = io.StringIO()
+    assert check("qvh", str(qvh), videos=str(SAMPLE_VIDEOS_DIR), num_frames=8, out=out) == 1
+    assert re.search(r"windows outside their video: 1\n.*carphone_pristine\.mp4 \(question QVHighlight_5113\): "
+                     r"relevant window \[6\.0, 9\.0\] s starts after the video's end \(4\.00 s\)", out.getvalue())
+    assert "videos shorter than the release's duration (a download cut short?): 1" in out.getvalue()
+    assert "carphone_pristine.mp4: 4.00 s, the release says 150 s" in out.getvalue()
+    for name, text in (("tvqa", ""), ("nextqa", NEXTQA_HEADER + "\n")):
+        out = io.StringIO()
+        assert check(name, str(write_bad(tmp_path, f"{name}_empty", text)), out=out) == 1
+        assert "questions: 0" in out.getvalue() and "no questions in the file" in out.getvalue()
+    out = io.StringIO()  # a test split: counted, not an error
+    assert check("tvqa", str(write_bad(tmp_path, "test.jsonl", tvqa_line(answer_idx=None) + "\n")), out=out) == 0
+    assert "questions without a gold answer (a test split?): 1, e.g. TVQA_0" in out.getvalue()
 
 
 def test_window_overhang_describes_what_is_clamped():

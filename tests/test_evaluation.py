@@ -294,3 +294,17 @@ def test_per_frame_scores_are_shared_through_score_files_and_across_n(setup, tmp
         model.localizer.query_tokens.add_(1.0)
     Evaluator(model, samples, reader, score_dir=tmp_path, progress=False).frame_scores(6)
     assert len(list(tmp_path.glob("*.safetensors"))) == 3
+
+
+@pytest.mark.parametrize("argv, said", [(["--split", "tst"], "unknown split 'tst'; choose from ['test', 'train', 'val']"),
+                                        (["--rule", "topk"], "unknown selection rule 'topk'"),
+                                        (["--scorer", "file"], "missing 1 required positional argument: 'path'"),
+                                        (["--keyframes", "0"], "a number of frames must be positive, got 0")])
+def test_command_line_names_a_wrong_choice_in_one_line(tmp_path, capsys, argv, said):
+    from sevila_lib.evaluation import main
+
+    try:
+        code = main(["--max-questions", "2", "--out", str(tmp_path / "p.parquet"), *argv])
+    except SystemExit as stop:  # argparse
+        code = stop.code
+    assert code == 2 and said in capsys.readouterr().err and not (tmp_path / "p.parquet").exists()

@@ -227,6 +227,42 @@ def test_command_line_prints_the_official_numbers(tmp_path, capsys):
            "number: [0, 7, nan]" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("windows, why", [([[20, 10]], "relevant window [20.0, 10.0] ends before it starts"),
+                                          ([[-10, 20]], "relevant window [-10.0, 20.0] starts before 0"),
+                                          ([[0, 10, 1]], "'relevant_windows' must be a list of [start, end]")])
+def test_ground_truth_windows_that_would_change_the_numbers_are_refused(tmp_path, capsys, windows, why):
+    # A reversed window as ground truth moved mAP from 72.5 to 22.5 when it was accepted.
+    pred = write_jsonl(tmp_path / "pred.jsonl", [{"qid": 1, "pred_relevant_windows": [[0, 7, 0.9]]}])
+    gt = write_jsonl(tmp_path / "gt.jsonl", [{"qid": 0, "relevant_windows": [[0, 5]]},
+                                             {"qid": 1, "relevant_windows": windows}])
+    assert M.main(["qvh", str(pred), str(gt)]) == 1
+    assert f"gt.jsonl, line 2 (qid 1): {why}" in capsys.readouterr().err
+
+
+def test_files_that_are_not_ground_truth_are_named(tmp_path, capsys):
+    pred = write_jsonl(tmp_path / "pred.jsonl", [{"qid": 1, "pred_relevant_windows": [[0, 7, 0.9]]}])
+    assert M.main(["qvh", str(pred), str(pred)]) == 1  # a submission given as ground truth
+    assert "pred.jsonl, line 1 (qid 1): no 'relevant_windows' (1 of 1 records): it is a submission" \
+        in capsys.readouterr().err
+    test = write_jsonl(tmp_path / "highlight_test_release.jsonl", [{"qid": 1, "query": "x", "vid": "v_0_150"}])
+    assert M.main(["qvh", str(pred), str(test)]) == 1
+    assert "the test split's file has none" in capsys.readouterr().err
+    (tmp_path / "empty.jsonl").write_text("")
+    assert M.main(["qvh", str(tmp_path / "empty.jsonl"), str(test)]) == 1
+    assert "empty.jsonl: no records (an empty file)" in capsys.readouterr().err
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"qid": 1, "query": "caf\xe9", "pred_relevant_windows": [[0, 7, 1]]}\n')
+    assert M.main(["qvh", str(tmp_path / "latin1.jsonl"), str(test)]) == 1
+    assert "latin1.jsonl, line 1: not UTF-8 text" in capsys.readouterr().err
+
+
+def test_accuracy_refuses_questions_without_a_gold_answer():
+    table = pd.DataFrame({"question_id": ["a", "b", "c"], "prediction": [0, 1, 2], "answer": [0, None, None],
+                          "question_type": "TN", "dataset": "tvqa"})
+    with pytest.raises(ValueError, match=r"2 question\(s\) without a gold answer \(a test split\?\): b, c"):
+        M.accuracy(table)
+    assert M.accuracy(table.iloc[:1]) == 1.0
+
+
 def test_bootstrap_deterministic_and_contains_estimate():
     rng = np.random.default_rng(1)
     answer = rng.integers(0, 5, 200)

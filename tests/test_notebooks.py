@@ -179,6 +179,9 @@ def test_notebooks_run_side_by_side_only_after_what_they_read(tmp_path, monkeypa
     assert set(rows) == {"01_first", "02_second", "whole run"}
     # each kernel's CPU seconds are recorded (a kernel starting up alone costs well over 0.1 s of CPU)
     assert all(float(cpu) > 0.1 for _, cpu in rows.values()), durations
+    # rerunning one notebook keeps the full run's record
+    notebooks.run("mini", only=["02_second"], parameters={"steps": "2"}, reports_dir=reports, notebooks_dir=folder)
+    assert (reports / "durations.md").read_text() == durations
 
 
 def test_notebooks_that_others_wait_for_start_first(monkeypatch):

@@ -67,16 +67,17 @@ def test_figures_render(tmp_path):
 
 def test_write_index(tmp_path):
     files = ["table1.md", "figures/acc vs k.png", "executed/01_zero_shot.ipynb", "executed/.ipynb_checkpoints/x.ipynb",
-             "table1.csv", "figures/b.md"]
+             "table1.csv", "figures/b.md", "predictions/01_uniform.parquet"]
     for rel in files:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("x")
     text = report.write_index(tmp_path).read_text()
     assert text.splitlines()[0] == "# Reports"
     assert "- table: [table1.md](table1.md)" in text
+    assert "- predictions (one row per question): [01_uniform.parquet](predictions/01_uniform.parquet)" in text
     assert "- notebook: [01_zero_shot.ipynb](executed/01_zero_shot.ipynb)" in text
     assert "[acc vs k.png](figures/acc%20vs%20k.png)" in text
     assert text.index("[b.md]") < text.index("[acc vs k.png]")  # tables before figures within a folder
-    assert "checkpoints" not in text and "csv" not in text and "README" not in text
+    assert "checkpoints" not in text and "table1.csv" not in text and "[README" not in text
     assert text.index("## reports/") < text.index("## executed/") < text.index("## figures/")
     assert report.write_index(tmp_path).read_text() == text  # idempotent: the index does not index itself

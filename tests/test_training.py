@@ -131,6 +131,20 @@ def test_localizer_pretraining_overfits_relevant_flags(tiny_model, tmp_path):
         pretrain_localizer(tiny_model, RandomVideoQA(4), cfg, collate_fn=collate)
 
 
+def test_stages_that_learn_from_answers_refuse_unlabelled_questions_before_writing(tiny_model, tmp_path):
+    from sevila_lib.records import VideoQASample
+
+    class TestSplit(RandomVideoQA):
+        samples = [VideoQASample("TVQA_0", "clip", "why?", ["a", "b", "c", "d", "e"], 1),
+                   VideoQASample("TVQA_1", "clip", "who?", ["a", "b", "c", "d", "e"], None)]
+
+    for stage, run in (("train_answerer", train_answerer), ("refine_localizer", refine_localizer)):
+        with pytest.raises(ValueError, match=rf"{stage} learns from gold answers; 1 question\(s\) have none "
+                                             r"\(a test split\?\): TVQA_1"):
+            run(tiny_model, TestSplit(4), config(tmp_path, stage=stage), collate_fn=collate)
+    assert not (tmp_path / "run").exists()
+
+
 def test_pseudo_label_rules_on_hand_built_logits():
     logits = torch.tensor([[[2.0, 1.0, 0.0], [0.0, 0.1, 0.0], [0.0, 5.0, 0.0]],
                            [[0.0, 3.0, -math.inf], [1.0, 0.0, -math.inf], [0.0, 0.0, -math.inf]]])  # (2, 3, 3)
