@@ -54,6 +54,8 @@ def _correct(df: pd.DataFrame) -> pd.Series:
     """Per row: prediction == answer. A row without a gold answer (a test split) or without a prediction is an
     error naming its questions, never counted as wrong."""
     for column, what in (("answer", "gold answer (a test split?)"), ("prediction", "prediction")):
+        if df[column].dtype.kind in "iu":  # integers cannot be missing (the common case, and bootstrap's hot loop)
+            continue
         missing = df[column].isna()
         if missing.any():
             names = df["question_id"] if "question_id" in df else df.index.to_series()
